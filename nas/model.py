@@ -1,0 +1,299 @@
+"""One torch module tree for every genome: BERT, SqueezeBERT and MobileBERT are settings of it.
+
+Read top to bottom: the projections and norms, attention, one block, the embeddings, the encoder.
+Tensors are (B, T, C) throughout (batch, tokens, channels); attention is (B, nh, T, hs).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.arch import ArchConfig
+
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
+
+
+class GroupedLinear(nn.Module):
+    """A position-wise projection split into `groups` independent blocks.
+
+    SqueezeBERT's grouped kernel-1 convolution: group g maps input channels
+    [g*in/G, (g+1)*in/G) to output channels [g*out/G, (g+1)*out/G). The weight is stored as
+    (out, in/G), the layout of both nn.Linear (G=1) and nn.Conv1d without its kernel axis, so
+    weights port 1:1 from either.
+    """
+
+    def __init__(self, in_features: int, out_features: int, groups: int = 1) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.groups = in_features, out_features, groups
+        self.weight = nn.Parameter(torch.empty(out_features, in_features // groups))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.groups == 1:
+            return F.linear(x, self.weight, self.bias)
+        # One batched matmul over the groups: (G, N, in/G) @ (G, in/G, out/G). fvcore counts a bmm
+        # exactly; on CPU it matched or beat einsum, per-group F.linear and a kernel-1 conv1d.
+        lead, g = x.shape[:-1], self.groups
+        xg = x.reshape(-1, g, self.in_features // g).transpose(0, 1)  # (G, N, in/G)
+        wg = self.weight.view(g, self.out_features // g, -1).transpose(1, 2)  # (G, in/G, out/G)
+        return torch.bmm(xg, wg).transpose(0, 1).reshape(*lead, self.out_features) + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, groups={self.groups}"
+
+
+class NoNorm(nn.Module):
+    """MobileBERT's replacement for LayerNorm: an elementwise affine map, x * w + b."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.bias = nn.Parameter(torch.zeros(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, x, self.weight)
+
+
+def make_norm(kind: str, width: int) -> nn.Module:
+    return nn.LayerNorm(width, eps=1e-12) if kind == "layer_norm" else NoNorm(width)
+
+
+def make_activation(kind: str) -> nn.Module:
+    return nn.GELU() if kind == "gelu" else nn.ReLU()
+
+
+class Bottleneck(nn.Module):
+    """MobileBERT's bottleneck: Linear(hidden -> intra) then norm, no residual."""
+
+    def __init__(self, in_width: int, out_width: int, norm: str) -> None:
+        super().__init__()
+        self.dense = nn.Linear(in_width, out_width)
+        self.norm = make_norm(norm, out_width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.dense(x))
+
+
+class ProjectAddNorm(nn.Module):
+    """Projection, dropout, residual add, norm: the post-attention, FFN-output and output-bottleneck step."""
+
+    def __init__(self, in_width: int, out_width: int, groups: int, norm: str, dropout: float) -> None:
+        super().__init__()
+        self.dense = GroupedLinear(in_width, out_width, groups)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = make_norm(norm, out_width)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.dropout(self.dense(x)) + residual)
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention over grouped Q/K/V projections.
+
+    With ``implementation="eager"`` the two attention matmuls are explicit ``torch.matmul`` calls,
+    which FLOP counters (fvcore, torch's FlopCounterMode) see; "sdpa" is faster for training but
+    invisible to them and cannot return attention maps.
+    """
+
+    def __init__(self, arch: ArchConfig, implementation: str, dropout: float) -> None:
+        super().__init__()
+        width, groups = arch.attention_width, arch.qkv_groups
+        self.num_heads, self.head_size = arch.num_attention_heads, arch.head_size
+        self.query = GroupedLinear(arch.query_key_input_width, width, groups)
+        self.key = GroupedLinear(arch.query_key_input_width, width, groups)
+        self.value = GroupedLinear(arch.value_input_width, width, groups)
+        self.implementation = implementation
+        self.dropout = nn.Dropout(dropout)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        return x.view(batch, tokens, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+
+    def forward(
+        self,
+        query_input: torch.Tensor,
+        key_input: torch.Tensor,
+        value_input: torch.Tensor,
+        mask: torch.Tensor | None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        q = self._heads(self.query(query_input))
+        k = self._heads(self.key(key_input))
+        v = self._heads(self.value(value_input))
+        if self.implementation == "sdpa" and not output_attentions:
+            p = self.dropout.p if self.training else 0.0
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            probs = None
+        else:
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size)  # (B, nh, T, T)
+            if mask is not None:
+                scores = scores + mask
+            probs = scores.softmax(dim=-1)
+            context = torch.matmul(self.dropout(probs), v)  # (B, nh, T, hs)
+        batch, _, tokens, _ = context.shape
+        context = context.transpose(1, 2).reshape(batch, tokens, self.num_heads * self.head_size)
+        return context, probs
+
+
+class FeedForward(nn.Module):
+    """One FFN of the stack: act(W -> F), then (F -> W), residual, norm."""
+
+    def __init__(self, arch: ArchConfig, dropout: float) -> None:
+        super().__init__()
+        width = arch.block_width
+        self.intermediate = GroupedLinear(width, arch.intermediate_size, arch.intermediate_groups)
+        self.activation = make_activation(arch.activation)
+        self.output = ProjectAddNorm(arch.intermediate_size, width, arch.output_groups, arch.norm, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.activation(self.intermediate(x)), x)
+
+
+class Block(nn.Module):
+    """One encoder layer: optional bottleneck in, attention, stacked FFNs, optional bottleneck out."""
+
+    def __init__(self, arch: ArchConfig, attention_implementation: str, dropout: float) -> None:
+        super().__init__()
+        self.attention_input = arch.attention_input
+        hidden, width = arch.hidden_size, arch.block_width
+        bottlenecked = arch.intra_bottleneck_size is not None
+        self.input_bottleneck = Bottleneck(hidden, width, arch.norm) if bottlenecked else None
+        self.attention_bottleneck = (
+            Bottleneck(hidden, width, arch.norm) if arch.attention_input == "shared_bottleneck" else None
+        )
+        self.attention = MultiHeadAttention(arch, attention_implementation, dropout)
+        self.attention_output = ProjectAddNorm(width, width, arch.post_attention_groups, arch.norm, dropout)
+        self.ffns = nn.ModuleList(FeedForward(arch, dropout) for _ in range(arch.num_ffn))
+        self.output_bottleneck = ProjectAddNorm(width, hidden, 1, arch.norm, dropout) if bottlenecked else None
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        layer_input = self.input_bottleneck(x) if self.input_bottleneck is not None else x
+        if self.attention_input == "hidden":
+            query_key, value = x, x
+        elif self.attention_input == "bottleneck":
+            query_key, value = layer_input, layer_input
+        else:  # shared_bottleneck
+            query_key, value = self.attention_bottleneck(x), x
+        context, probs = self.attention(query_key, query_key, value, mask, output_attentions)
+        h = self.attention_output(context, layer_input)
+        for ffn in self.ffns:
+            h = ffn(h)
+        if self.output_bottleneck is not None:
+            h = self.output_bottleneck(h, x)
+        return h, probs
+
+
+class Embeddings(nn.Module):
+    """Token (optionally factorised and trigram), position and token-type embeddings, then norm."""
+
+    def __init__(self, arch: ArchConfig, dropout: float) -> None:
+        super().__init__()
+        self.trigram_input = arch.trigram_input
+        self.word_embeddings = nn.Embedding(arch.vocab_size, arch.embedding_size, padding_idx=0)
+        self.position_embeddings = nn.Embedding(arch.max_position_embeddings, arch.hidden_size)
+        self.token_type_embeddings = nn.Embedding(arch.type_vocab_size, arch.hidden_size)
+        fan_in = arch.embedding_size * (3 if arch.trigram_input else 1)
+        self.embedding_transformation = nn.Linear(fan_in, arch.hidden_size) if arch.embedding_projected else None
+        self.norm = make_norm(arch.norm, arch.hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("position_ids", torch.arange(arch.max_position_embeddings), persistent=False)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        tokens = self.word_embeddings(input_ids)  # (B, T, E)
+        if self.trigram_input:
+            # Next, current and previous token side by side, zero past either end (MobileBERT).
+            tokens = torch.cat(
+                [F.pad(tokens[:, 1:], (0, 0, 0, 1)), tokens, F.pad(tokens[:, :-1], (0, 0, 1, 0))], dim=2
+            )  # (B, T, 3E)
+        if self.embedding_transformation is not None:
+            tokens = self.embedding_transformation(tokens)  # (B, T, H)
+        positions = self.position_embeddings(self.position_ids[: input_ids.shape[1]])
+        embeddings = tokens + positions + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.norm(embeddings))
+
+
+class Pooler(nn.Module):
+    """BERT's pooler: tanh(Linear) of the first token."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden_states[:, 0]))
+
+
+class EncoderOutput(NamedTuple):
+    last_hidden_state: torch.Tensor  # (B, T, hidden)
+    pooler_output: torch.Tensor  # (B, hidden); the first token's state when the genome has no pooler
+    hidden_states: tuple[torch.Tensor, ...]  # embeddings, then each layer's output, when asked for
+    attentions: tuple[torch.Tensor, ...]  # each layer's (B, nh, T, T) probabilities, when asked for
+
+
+class Encoder(nn.Module):
+    """The whole encoder for one genome; ``model.arch`` is the genome it was built from."""
+
+    def __init__(self, arch: ArchConfig, attention_implementation: str = "eager", dropout: float = 0.0) -> None:
+        super().__init__()
+        if attention_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attention_implementation must be one of {ATTENTION_IMPLEMENTATIONS}")
+        self.arch = arch
+        self.embeddings = Embeddings(arch, dropout)
+        self.layers = nn.ModuleList(Block(arch, attention_implementation, dropout) for _ in range(arch.num_layers))
+        self.pooler = Pooler(arch.hidden_size) if arch.pooler else None
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> EncoderOutput:
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        mask = None
+        if attention_mask is not None:
+            # (B, T) of 1 = attend, 0 = padding -> additive (B, 1, 1, T)
+            dtype = self.embeddings.position_embeddings.weight.dtype
+            keep = attention_mask[:, None, None, :].to(dtype)
+            mask = (1.0 - keep) * torch.finfo(dtype).min
+        h = self.embeddings(input_ids, token_type_ids)
+        hidden_states, attentions = [h], []
+        for layer in self.layers:
+            h, probs = layer(h, mask, output_attentions)
+            hidden_states.append(h)
+            if output_attentions:
+                attentions.append(probs)
+        pooled = self.pooler(h) if self.pooler is not None else h[:, 0]
+        return EncoderOutput(
+            last_hidden_state=h,
+            pooler_output=pooled,
+            hidden_states=tuple(hidden_states) if output_hidden_states else (),
+            attentions=tuple(attentions),
+        )
+
+
+def build_model(arch: ArchConfig, attention_implementation: str = "eager", dropout: float = 0.0) -> Encoder:
+    """Build the torch encoder for a genome (random init, std 0.02 like BERT).
+
+    ``attention_implementation="eager"`` keeps attention matmuls visible to FLOP counters and can
+    return attention maps; "sdpa" trains faster. Dropout is a training setting, not part of the genome.
+    """
+    model = Encoder(arch, attention_implementation, dropout)
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
+            elif module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+    return model
