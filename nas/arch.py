@@ -149,6 +149,7 @@ class ArchConfig:
         if not isinstance(data, dict):
             raise ArchError(f"{source}: expected a JSON object of genome fields, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k != "id"}  # an id is derived from the fields, never read
         unknown = sorted(set(data) - known)
         if unknown:
             raise ArchError(f"{source}: unknown field {unknown[0]!r}; known fields: {', '.join(sorted(known))}")

@@ -1,0 +1,77 @@
+"""``nas reproduce``: our numbers for the reference designs beside their published figures."""
+
+from __future__ import annotations
+
+from nas.graph import count
+from nas.references import Published, reference
+
+EXPLAIN_ABOVE = 0.02  # relative differences above 2 % get a written explanation
+
+
+def _relative(ours: float, published: Published | None) -> float | None:
+    return None if published is None else ours / published.value - 1.0
+
+
+def _fmt_rel(rel: float | None) -> str:
+    return "-" if rel is None else f"{rel:+.1%}"
+
+
+def reproduce_rows(names: list[str], seq_len: int = 128) -> list[dict]:
+    """One record per reference: counted and published params and FLOPs, with relative differences."""
+    rows = []
+    for name in names:
+        ref = reference(name)
+        cost = count(ref.arch, seq_len)
+        rows.append(
+            {
+                "name": name,
+                "arch_id": ref.arch.id,
+                "params": cost.params,
+                "params_published": ref.params.value if ref.params else None,
+                "params_rel": _relative(cost.params, ref.params),
+                "flops": cost.flops,
+                "flops_published": ref.flops.value if ref.flops and seq_len == 128 else None,
+                "flops_rel": _relative(cost.flops, ref.flops) if seq_len == 128 else None,
+                "elementwise_flops": cost.elementwise,
+                "attention_ffn_balance": ref.arch.attention_ffn_balance,
+            }
+        )
+    return rows
+
+
+def reproduce_table(names: list[str], seq_len: int = 128) -> str:
+    rows = reproduce_rows(names, seq_len)
+    lines = [
+        f"Reference designs: ours counted from the genome (batch 1, seq len {seq_len}) beside the published figures.",
+        "FLOPs = 2 x multiply-adds (fvcore's count: projections, attention matmuls, LayerNorm at 5/element).",
+        "",
+        f"{'design':<18} {'params':>12} {'published':>10} {'diff':>7}   {'FLOPs':>8} {'published':>9} {'diff':>7}   {'+elementwise':>12}  balance",
+    ]
+    for r in rows:
+        pub_p = f"{r['params_published'] / 1e6:.1f}M" if r["params_published"] else "-"
+        pub_f = f"{r['flops_published'] / 1e9:.2f}G" if r["flops_published"] else "-"
+        lines.append(
+            f"{r['name']:<18} {r['params'] / 1e6:>11.2f}M {pub_p:>10} {_fmt_rel(r['params_rel']):>7}   "
+            f"{r['flops'] / 1e9:>7.2f}G {pub_f:>9} {_fmt_rel(r['flops_rel']):>7}   "
+            f"{(r['flops'] + r['elementwise_flops']) / 1e9:>11.2f}G  {r['attention_ffn_balance']:.2f}"
+        )
+    notes = []
+    for r in rows:
+        ref = reference(r["name"])
+        for key, rel in (("params", r["params_rel"]), ("flops", r["flops_rel"])):
+            if rel is not None and abs(rel) > EXPLAIN_ABOVE:
+                why = ref.explanations.get(key, "no explanation recorded")
+                notes.append(f"- {r['name']} {key} {_fmt_rel(rel)}: {why}")
+    lines += ["", "+elementwise: FLOPs plus the adds, norms, activations and softmax that multiply-adds leave out."]
+    lines += ["balance: MHA over FFN parameters of one block (Q/K/V/output projections only)."]
+    if notes:
+        lines += ["", "Differences above 2 %:"] + notes
+    lines += ["", "Sources:"]
+    seen = set()
+    for r in rows:
+        ref = reference(r["name"])
+        for published in (ref.params, ref.flops):
+            if published and published.source not in seen:
+                seen.add(published.source)
+                lines.append(f"- {published.source}")
+    return "\n".join(lines) + "\n"

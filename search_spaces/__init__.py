@@ -1,0 +1,1 @@
+"""Shipped search spaces (YAML). Load them with ``nas.space.load_space(NAME)``."""
