@@ -94,9 +94,9 @@ def _space_sample(args) -> int:
 
 
 def _count(args) -> int:
+    genomes = [(spec, load_genome(spec)) for spec in args.genomes]  # all errors before any output
     print(f"{'genome':<28} {'params':>14} {'MACs':>16} {'FLOPs (2 x MACs)':>18}   seq_len={args.seq_len}, batch 1")
-    for spec in args.genomes:
-        arch = load_genome(spec)
+    for spec, arch in genomes:
         cost = count(arch, args.seq_len)
         label = spec if spec in reference_names() else f"{Path(spec).name} ({arch.id})"
         print(f"{label:<28} {cost.params:>14,} {cost.macs:>16,} {cost.flops / 1e9:>16.3f} G")
