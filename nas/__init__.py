@@ -17,8 +17,22 @@ __all__ = [
     "Reference",
     "build_model",
     "count",
+    "from_transformers",
+    "load_pretrained",
     "op_graph",
     "ops",
     "reference",
     "reference_names",
+    "to_transformers",
 ]
+
+_LAZY = {"from_transformers": "nas.hf", "to_transformers": "nas.hf", "load_pretrained": "nas.hf"}
+
+
+def __getattr__(name: str):
+    # transformers takes seconds to import: load the bridge only when it is used
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nas' has no attribute {name!r}")

@@ -18,6 +18,9 @@ from nas.errors import NasError
 # ``func`` takes the parsed args and returns an exit code.
 COMMAND_MODULES = [
     "nas.commands",
+    "predictors.cli",
+    "nas.search.cli",
+    "nas.distill.cli",
 ]
 
 

@@ -37,6 +37,11 @@ def register(subparsers) -> None:
     )
     reproduce.add_argument("name", nargs="?", default="all", help=f"one of {', '.join(reference_names())}, or all")
     reproduce.add_argument("--seq-len", type=_positive_int, default=128)
+    reproduce.add_argument(
+        "--distill-steps", type=_positive_int, default=None, metavar="N",
+        help="also score each design by an N-step distillation from the default teacher (slow for large designs)",
+    )
+    reproduce.add_argument("--seed", type=int, default=0, help="seed of the distillation runs")
     reproduce.set_defaults(func=_reproduce)
 
 
@@ -107,5 +112,10 @@ def _reproduce(args) -> int:
     from nas.reproduce import reproduce_table
 
     names = reference_names() if args.name == "all" else [reference(args.name).name]
-    sys.stdout.write(reproduce_table(names, seq_len=args.seq_len))
+    distill_config = None
+    if args.distill_steps:
+        from nas.distill import DistillConfig
+
+        distill_config = DistillConfig(steps=args.distill_steps, seed=args.seed)
+    sys.stdout.write(reproduce_table(names, seq_len=args.seq_len, distill_config=distill_config))
     return 0

@@ -39,7 +39,40 @@ def reproduce_rows(names: list[str], seq_len: int = 128) -> list[dict]:
     return rows
 
 
-def reproduce_table(names: list[str], seq_len: int = 128) -> str:
+def latency_rows(names: list[str]) -> list[dict]:
+    """Predicted latency of each reference on every shipped profile that has a published figure."""
+    import predictors
+
+    rows = []
+    shipped = set(predictors.profile_names())
+    for name in names:
+        for profile, published in reference(name).latency_ms.items():
+            if profile not in shipped:
+                continue
+            predicted = predictors.load(profile).predict(reference(name).arch)
+            rows.append(
+                {"name": name, "profile": profile, "predicted_ms": predicted, "published_ms": published.value,
+                 "rel": predicted / published.value - 1.0, "note": published.note}
+            )
+    return rows
+
+
+def distill_rows(names: list[str], config) -> list[dict]:
+    """The short-distillation score of each reference (the search's quality signal)."""
+    from nas.distill import distill
+
+    rows = []
+    for name in names:
+        result = distill(reference(name).arch, config)
+        last = result.checkpoints[-1] if result.checkpoints else None
+        rows.append(
+            {"name": name, "status": result.status, "score": result.score,
+             "heldout_loss": last.heldout_loss if last else None, "seconds": last.elapsed_s if last else None}
+        )
+    return rows
+
+
+def reproduce_table(names: list[str], seq_len: int = 128, distill_config=None) -> str:
     rows = reproduce_rows(names, seq_len)
     lines = [
         f"Reference designs: ours counted from the genome (batch 1, seq len {seq_len}) beside the published figures.",
@@ -66,6 +99,25 @@ def reproduce_table(names: list[str], seq_len: int = 128) -> str:
     lines += ["balance: MHA over FFN parameters of one block (Q/K/V/output projections only)."]
     if notes:
         lines += ["", "Differences above 2 %:"] + notes
+    latency = latency_rows(names) if seq_len == 128 else []
+    if latency:
+        lines += ["", "Latency: predicted by the shipped phone profiles (seq len 128) beside the published figure.",
+                  f"{'design':<18} {'profile':<8} {'predicted':>10} {'published':>10} {'diff':>7}   published on"]
+        for r in latency:
+            lines.append(
+                f"{r['name']:<18} {r['profile']:<8} {r['predicted_ms']:>8.0f}ms {r['published_ms']:>8.0f}ms "
+                f"{_fmt_rel(r['rel']):>7}   {r['note']}"
+            )
+        lines.append("The phone profiles are fitted on these very figures: see `nas latency show PROFILE` for leave-one-out errors.")
+    if distill_config is not None:
+        lines += ["", f"Short distillation ({distill_config.steps} steps, seed {distill_config.seed}): score = "
+                      "held-out cosine similarity of the student's sentence embedding to the teacher's (higher is better)."]
+        lines.append(f"{'design':<18} {'score':>7} {'held-out loss':>14} {'seconds':>8}  status")
+        for r in distill_rows(names, distill_config):
+            score = "-" if r["score"] is None else f"{r['score']:.3f}"
+            loss = "-" if r["heldout_loss"] is None else f"{r['heldout_loss']:.4f}"
+            secs = "-" if r["seconds"] is None else f"{r['seconds']:.0f}"
+            lines.append(f"{r['name']:<18} {score:>7} {loss:>14} {secs:>8}  {r['status']}")
     lines += ["", "Sources:"]
     seen = set()
     for r in rows:

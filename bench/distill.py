@@ -1,0 +1,229 @@
+"""How fast short distillation runs are, and how well their score ranks architectures.
+
+    python bench/distill.py [all|fidelity|throughput] [--genomes 14] [--steps 120] [--factor 10]
+                            [--threads 1] [--throughput-threads 1,2] [--default-run-threads 2]
+                            [--json runs/bench-distill.json]
+
+fidelity: genomes spread over a small space (widths 64-256, 1-4 layers; the space is written out
+below) are each distilled twice with the default settings, once for ``--steps`` steps (the short
+run, the score a search sees) and once for ``--factor`` times as many (the reference). Printed:
+Kendall tau between the short-run score and the long-run score, beside the tau of the parameter
+count (a training-free proxy) against the same long-run score, and the tau at every checkpoint of
+the short run (the rungs ASHA prunes at).
+
+throughput: student training tokens/s for the SqueezeBERT and MobileBERT genomes (default run
+settings, 1 and 2 threads, interleaved), and the wall time of MobileBERT's default run with the
+teacher targets already in memory (the per-candidate cost in a search). On a shared machine, 2
+threads can be slower than 1: compare thread counts only from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+warnings.filterwarnings("ignore")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from scipy.stats import kendalltau  # noqa: E402
+
+import nas  # noqa: E402
+from nas.distill import DistillConfig, distill  # noqa: E402
+from nas.space import parse_space  # noqa: E402
+
+# Small genomes, so that 14 of them, each trained for 120 and 1200 steps, fit in ~20 minutes on 2 cores.
+BENCH_SPACE = {
+    "name": "distill-bench",
+    "description": "small encoders of every kind the full space holds (widths 64-256, 1-4 layers)",
+    "fixed": {"vocab_size": 30522, "pooler": True},
+    "dimensions": {
+        "embedding_size": {"choices": [32, 64, 128]},
+        "trigram_input": {"choices": [False, True]},
+        "num_layers": {"choices": [1, 2, 3, 4]},
+        "hidden_size": {"choices": [64, 128, 192, 256]},
+        "intra_bottleneck_size": {"choices": [None, 32, 64]},
+        "attention_input": {"choices": ["hidden", "bottleneck", "shared_bottleneck"]},
+        "num_attention_heads": {"choices": [2, 4]},
+        "qkv_groups": {"choices": [1, 2]},
+        "intermediate_size": {"range": [64, 512], "step": 64},
+        "num_ffn": {"choices": [1, 2]},
+        "intermediate_groups": {"choices": [1, 2]},
+        "output_groups": {"choices": [1, 2]},
+        "activation": {"choices": ["gelu", "relu"]},
+        "norm": {"choices": ["layer_norm", "no_norm"]},
+    },
+    "conditions": ["intra_bottleneck_size is None or intra_bottleneck_size < hidden_size", "embedding_size <= hidden_size"],
+}
+
+
+def bench_genomes(n: int, seed: int = 0) -> list[nas.ArchConfig]:
+    """n genomes spread over the parameter range: 40 x n samples, sorted by size, taken at even ranks."""
+    space = parse_space(BENCH_SPACE)
+    pool = {arch.id: arch for arch in space.iter_samples(40 * n, seed)}
+    ranked = sorted(pool.values(), key=lambda a: (nas.count(a).params, a.id))
+    return [ranked[round(i * (len(ranked) - 1) / (n - 1))] for i in range(n)]
+
+
+def tau(a: list[float], b: list[float]) -> float:
+    return float(kendalltau(a, b).statistic)
+
+
+def fidelity(args) -> dict:
+    genomes = bench_genomes(args.genomes, args.seed)
+    short_config = DistillConfig(steps=args.steps, threads=args.threads, seed=args.seed)
+    long_config = short_config.replace(steps=args.steps * args.factor)
+    print(
+        f"fidelity: {len(genomes)} genomes; short run {short_config.steps} steps, long run {long_config.steps} steps; "
+        f"batch {short_config.batch_size} x {short_config.seq_len} tokens, lr {short_config.lr:g}, "
+        f"{short_config.resolved_threads} thread(s)",
+        flush=True,
+    )
+    rows = []
+    began = time.perf_counter()
+    for i, arch in enumerate(genomes):
+        short = distill(arch, short_config)
+        long = distill(arch, long_config)
+        row = {
+            "arch_id": arch.id,
+            "arch": arch.to_dict(),
+            "params": nas.count(arch).params,
+            "short": short.to_dict(),
+            "long": long.to_dict(),
+        }
+        rows.append(row)
+        print(
+            f"  [{i + 1:>2}/{len(genomes)}] {arch.id} {row['params'] / 1e6:6.2f}M params  "
+            f"short {_fmt(short.score)} ({short.status}, {short.elapsed_s:5.1f}s)  "
+            f"long {_fmt(long.score)} ({long.status}, {long.elapsed_s:6.1f}s)  [{time.perf_counter() - began:6.0f}s]",
+            flush=True,
+        )
+    ok = [r for r in rows if r["short"]["status"] == "ok" and r["long"]["status"] == "ok"]
+    truth = [r["long"]["score"] for r in ok]
+    summary = {
+        "genomes": len(rows),
+        "ok": len(ok),
+        "short_steps": short_config.steps,
+        "long_steps": long_config.steps,
+        "tau_short_score": tau([r["short"]["score"] for r in ok], truth),
+        "tau_params": tau([r["params"] for r in ok], truth),
+        "tau_short_heldout_loss": tau([-r["short"]["heldout_loss"] for r in ok], truth),
+        "tau_short_output_cosine": tau([-r["short"]["checkpoints"][-1]["output_loss"] for r in ok], truth),
+        "tau_long_score_vs_long_heldout_loss": tau([-r["long"]["heldout_loss"] for r in ok], truth),
+        "tau_by_checkpoint": [
+            {"step": ck["step"], "tau": tau([r["short"]["checkpoints"][k]["score"] for r in ok], truth)}
+            for k, ck in enumerate(ok[0]["short"]["checkpoints"])
+        ]
+        if ok
+        else [],
+        "short_elapsed_s_median": statistics.median(r["short"]["elapsed_s"] for r in rows),
+        "long_elapsed_s_median": statistics.median(r["long"]["elapsed_s"] for r in rows),
+        "baseline_score": rows[0]["short"]["baseline_score"],
+        "wall_s": time.perf_counter() - began,
+    }
+    print(
+        f"\nKendall tau against the long-run score ({summary['ok']} genomes):\n"
+        f"  short-run score ({summary['short_steps']} steps)     {summary['tau_short_score']:+.3f}\n"
+        f"  parameter count (proxy)            {summary['tau_params']:+.3f}\n"
+        f"  short-run held-out loss (negated)  {summary['tau_short_heldout_loss']:+.3f}\n"
+        f"  short-run learned-head cosine      {summary['tau_short_output_cosine']:+.3f}\n"
+        "  short-run score at each checkpoint: "
+        + ", ".join(f"step {c['step']}: {c['tau']:+.3f}" for c in summary["tau_by_checkpoint"])
+        + f"\n  constant-embedding baseline score {summary['baseline_score']:.3f}; "
+        f"median wall per genome: short {summary['short_elapsed_s_median']:.1f}s, long {summary['long_elapsed_s_median']:.1f}s; "
+        f"total {summary['wall_s'] / 60:.1f} min",
+        flush=True,
+    )
+    return {"summary": summary, "rows": rows}
+
+
+def throughput(args) -> dict:
+    from nas.references import reference
+
+    config = DistillConfig(seed=args.seed)
+    print(f"throughput: batch {config.batch_size} x {config.seq_len} tokens, default run {config.steps} steps", flush=True)
+    # Warm the per-process caches (teacher, corpus, teacher targets of the default run's windows) with
+    # a default-length run of a small genome, so no timing below includes them.
+    first = time.perf_counter()
+    distill(bench_genomes(2, args.seed)[0], config.replace(threads=2, num_checkpoints=1))  # targets are per window, not per student
+    warm_s = time.perf_counter() - first
+    results: dict = {"warm_up_s": warm_s, "students": {}}
+    steps = args.throughput_steps
+    for name in ("squeezebert", "mobilebert"):
+        arch = reference(name).arch
+        per_threads = {}
+        for threads in args.throughput_threads * 2:  # interleaved, so every thread count sees the same load
+            run = distill(arch, config.replace(steps=steps, threads=threads, num_checkpoints=1))
+            per_threads.setdefault(threads, []).append(run.tokens_per_s)
+        results["students"][name] = {
+            "params": nas.count(arch).params,
+            "tokens_per_s": {t: statistics.median(v) for t, v in per_threads.items()},
+        }
+        print(
+            f"  {name:<12} {nas.count(arch).params / 1e6:5.1f}M params: "
+            + ", ".join(f"{t} thread(s) {statistics.median(v):6.0f} tokens/s" for t, v in per_threads.items()),
+            flush=True,
+        )
+    run = distill(reference("mobilebert").arch, config.replace(threads=args.default_run_threads))
+    results["mobilebert_default_run"] = {
+        "elapsed_s": run.elapsed_s,
+        "train_s": run.train_s,
+        "steps": config.steps,
+        "score": run.score,
+        "status": run.status,
+        "threads": args.default_run_threads,
+        "warm_up_s_first_call": warm_s,
+    }
+    print(
+        f"  MobileBERT default run ({config.steps} steps, {args.default_run_threads} thread(s), teacher targets warm): "
+        f"{run.elapsed_s:.1f}s wall, "
+        f"{run.train_s:.1f}s training, score {_fmt(run.score)}; the first call of a process adds {warm_s:.0f}s "
+        "(teacher, corpus, targets)",
+        flush=True,
+    )
+    return results
+
+
+def _fmt(value: float | None) -> str:
+    return "  -   " if value is None else f"{value:.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "fidelity", "throughput"])
+    parser.add_argument("--genomes", type=int, default=14)
+    parser.add_argument("--steps", type=int, default=DistillConfig().steps, help="short-run steps (the default run's)")
+    parser.add_argument("--factor", type=int, default=10, help="long run = factor x short run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the fidelity runs")
+    parser.add_argument("--throughput-steps", type=int, default=4)
+    parser.add_argument("--throughput-threads", type=lambda t: [int(x) for x in t.split(",")], default=[1, 2],
+                        help="thread counts to measure tokens/s at, comma-separated (default 1,2)")
+    parser.add_argument("--default-run-threads", type=int, default=2, help="threads of the timed default run (default 2)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write every number to this JSON file")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "torch": torch.__version__}
+    if args.what in ("all", "throughput"):
+        report["throughput"] = throughput(args)
+    if args.what in ("all", "fidelity"):
+        report["fidelity"] = fidelity(args)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        tmp.replace(args.json)
+
+
+if __name__ == "__main__":
+    main()

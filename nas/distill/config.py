@@ -1,0 +1,142 @@
+"""The settings of one short distillation run: plain data that round-trips to JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+from nas.errors import NasError
+
+
+INIT_EMBEDDINGS = ("teacher", "random")
+
+
+class DistillError(NasError):
+    """Bad distillation input (teacher, corpus, genome, settings); raised before any training."""
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """How to distil a candidate. The defaults are the *default short run*; ``quick()`` is cheaper.
+
+    ``teacher=None`` is the embedded all-MiniLM-L6-v2; ``data=None`` the embedded corpus (the Python
+    reference manual from ``pydoc_data.topics``); ``threads=None`` the CPUs this process may use.
+    Loss weights: feature-map transfer (hidden-state MSE), attention transfer (KL of attention
+    distributions) and output distillation (1 - cosine of the pooled sentence embeddings).
+    """
+
+    steps: int = 120
+    seed: int = 0
+    teacher: str | None = None
+    data: str | None = None
+    text_column: str = "text"
+    threads: int | None = None
+    seq_len: int = 32
+    batch_size: int = 8
+    lr: float = 2e-3
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    init_embeddings: str = "teacher"  # "teacher": word embeddings start as the teacher's (PCA); or "random"
+    feature_weight: float = 1.0
+    attention_weight: float = 1.0
+    output_weight: float = 1.0
+    num_checkpoints: int = 4
+    heldout_examples: int = 64
+    train_examples: int | None = None  # cap on the training pool (None: every window not held out)
+    divergence_factor: float | None = 10.0  # smoothed training loss above this x its maximum before the first checkpoint
+    cache_dir: str | None = None  # tokenized corpora and datasets; None: $NAS_CACHE_DIR or ~/.cache/nas
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    @classmethod
+    def quick(cls, **changes: Any) -> "DistillConfig":
+        """The cheap preset: tiny genomes in tests and the embedded-default search (about 1 s each)."""
+        base = {"steps": 40, "seq_len": 32, "batch_size": 8, "heldout_examples": 32, "num_checkpoints": 2}
+        return cls(**(base | changes))
+
+    def replace(self, **changes: Any) -> "DistillConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "distill config") -> "DistillConfig":
+        if not isinstance(data, dict):
+            raise DistillError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise DistillError(f"{source}: unknown field {unknown[0]!r}; known fields: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    @property
+    def resolved_threads(self) -> int:
+        """torch threads for the run: ``threads``, else $OMP_NUM_THREADS (set by Ray per trial), else the
+        CPUs this process may run on."""
+        if self.threads is not None:
+            return self.threads
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        if env.isdigit() and int(env) > 0:
+            return int(env)
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+    @property
+    def resolved_cache_dir(self) -> str:
+        return self.cache_dir or os.environ.get("NAS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "nas")
+
+    @property
+    def checkpoint_steps(self) -> list[int]:
+        """The steps after which the held-out split is evaluated (evenly spaced, the last one = steps)."""
+        n = min(self.num_checkpoints, self.steps)
+        return sorted({max(1, round(k * self.steps / n)) for k in range(1, n + 1)})
+
+    @property
+    def warmup_steps(self) -> int:
+        return min(self.steps, max(1, round(self.warmup_fraction * self.steps)))
+
+    # ---- validation -------------------------------------------------------------------------
+
+    def _validate(self) -> None:
+        def fail(name: str, reason: str) -> DistillError:
+            return DistillError(f"distill setting {name}={getattr(self, name)!r}: {reason}")
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = str(f.type)
+            if value is None and "None" in kind:
+                continue
+            if kind.startswith("int"):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise fail(f.name, "must be an integer")
+            elif kind.startswith("float"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise fail(f.name, "must be a finite number")
+            elif kind.startswith("str") and not isinstance(value, str):
+                raise fail(f.name, "must be a string")
+        for name in ("steps", "seq_len", "batch_size", "num_checkpoints", "heldout_examples"):
+            if getattr(self, name) < 1:
+                raise fail(name, "must be at least 1")
+        for name in ("threads", "train_examples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise fail(name, "must be at least 1 (or null)")
+        if self.seq_len < 8:
+            raise fail("seq_len", "must be at least 8 tokens ([CLS] and [SEP] take two)")
+        if self.init_embeddings not in INIT_EMBEDDINGS:
+            raise fail("init_embeddings", f"must be one of {', '.join(INIT_EMBEDDINGS)}")
+        if self.lr <= 0:
+            raise fail("lr", "must be positive")
+        if not 0 <= self.warmup_fraction < 1:
+            raise fail("warmup_fraction", "must be in [0, 1)")
+        for name in ("weight_decay", "max_grad_norm", "feature_weight", "attention_weight", "output_weight"):
+            if getattr(self, name) < 0:
+                raise fail(name, "must not be negative")
+        if self.feature_weight + self.attention_weight + self.output_weight == 0:
+            raise DistillError("distill settings: feature_weight, attention_weight and output_weight are all 0; nothing to learn")
+        if self.divergence_factor is not None and self.divergence_factor <= 1:
+            raise fail("divergence_factor", "must be above 1 (or null to disable)")

@@ -1,0 +1,133 @@
+"""The settings of one search, as plain JSON-able data (saved as ``runs/NAME/settings.json``).
+
+``DEFAULTS`` is what ``nas search`` with no arguments runs (README command 1): edit it here, or
+pass ``--settings FILE.json`` (any subset of the fields below) to run something else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from nas.errors import NasError
+
+SAMPLERS = ("nsga2", "tpe", "random")
+
+
+@dataclass
+class SearchSettings:
+    """Everything that decides what a search does; ``runs/NAME/settings.json`` holds a copy."""
+
+    space: str = "mobile"
+    objectives: list[str] = field(default_factory=lambda: ["distill", "latency_ms@pixel4"])
+    constraints: list[str] = field(default_factory=lambda: ["latency_ms@pixel4<=80"])
+    sampler: str = "nsga2"  # nsga2 (NSGA-II), tpe (multi-objective TPE) or random
+    trials: int = 200  # candidates evaluated by a Ray trial (screened-out ones are free and not counted)
+    # No new candidate after this many seconds of a session (running trials finish); None: no limit.
+    # The default search ends by this budget (about 10 minutes with start-up, the last trials and
+    # the report on 2 cores); `trials` caps it on bigger machines.
+    time_budget_s: float | None = 540.0
+    seed: int = 0
+    seq_len: int = 128  # sequence length of the FLOP count
+    cpus_per_trial: int = 1  # each trial sets torch threads to this
+    concurrency: int | None = None  # trials at once; None: cluster CPUs // cpus_per_trial
+    population_size: int | None = None  # NSGA-II generation size; None: min(50, max(8, trials // 12))
+    # Distillation: the preset of nas.distill.DistillConfig (e.g. "quick") and fields to override.
+    distill_preset: str = "quick"
+    distill: dict[str, Any] = field(default_factory=dict)
+    # Successive halving (ASHA) on the distillation score reported at each checkpoint.
+    asha: bool = True
+    asha_reduction_factor: int = 3
+    asha_grace_fraction: float = 0.25  # first rung at this fraction of the distillation steps
+    keep_students: bool = False  # save Pareto students' weights (safetensors) for `nas export`
+    max_failures: int = 2  # Ray retries of a trial whose worker or node died
+    # Seconds each trial keeps its CPUs after scoring: a stand-in for slow scorers when rehearsing
+    # node failures and measuring scheduling overhead. 0 in real searches.
+    hold_s: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "settings") -> "SearchSettings":
+        if not isinstance(data, dict):
+            raise NasError(f"{source}: expected a JSON object of search settings")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise NasError(f"{source}: unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        settings = cls(**data)
+        settings.check(source)
+        return settings
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SearchSettings":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise NasError(f"{path}: no such settings file") from None
+        except json.JSONDecodeError as err:
+            raise NasError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        return cls.from_dict(data, str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def check(self, source: str = "settings") -> None:
+        """NasError naming the field for values no search can run with."""
+
+        def fail(name: str, why: str) -> NasError:
+            return NasError(f"{source}: {name}: {why}")
+
+        if self.sampler not in SAMPLERS:
+            raise fail("sampler", f"{self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        for name in ("trials", "cpus_per_trial", "seq_len", "asha_reduction_factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise fail(name, f"{value!r} must be a positive integer")
+        if self.asha_reduction_factor < 2:
+            raise fail("asha_reduction_factor", "must be at least 2")
+        for name in ("concurrency", "population_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise fail(name, f"{value!r} must be a positive integer or null")
+        if self.population_size is not None and self.population_size < 2:
+            raise fail("population_size", "NSGA-II needs at least 2")
+        if not 0 < self.asha_grace_fraction <= 1:
+            raise fail("asha_grace_fraction", "must be in (0, 1]")
+        if self.time_budget_s is not None and (isinstance(self.time_budget_s, bool) or not isinstance(self.time_budget_s, (int, float)) or self.time_budget_s <= 0):
+            raise fail("time_budget_s", f"{self.time_budget_s!r} must be a positive number of seconds or null")
+        if self.hold_s < 0 or self.max_failures < 0:
+            raise fail("hold_s" if self.hold_s < 0 else "max_failures", "must not be negative")
+        if not isinstance(self.objectives, list) or not all(isinstance(o, str) for o in self.objectives):
+            raise fail("objectives", "must be a list of names")
+        if not isinstance(self.constraints, list) or not all(isinstance(c, str) for c in self.constraints):
+            raise fail("constraints", "must be a list of strings such as 'params<=30e6'")
+        if not isinstance(self.distill, dict):
+            raise fail("distill", "must be an object of DistillConfig fields")
+
+    def distill_config(self):
+        """The nas.distill.DistillConfig each trial runs: the preset, the overrides, and torch
+        threads = the trial's CPUs. A bad preset or field is a NasError."""
+        from nas.distill import DistillConfig
+
+        preset = getattr(DistillConfig, self.distill_preset, None) if self.distill_preset else DistillConfig
+        if not callable(preset):
+            raise NasError(f"settings distill_preset: {self.distill_preset!r} is not a DistillConfig preset (e.g. quick)")
+        known = {f.name for f in fields(DistillConfig)}
+        unknown = sorted(set(self.distill) - known)
+        if unknown:
+            raise NasError(f"settings distill: unknown DistillConfig field {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        return preset(**(self.distill | {"threads": self.cpus_per_trial}))
+
+    @property
+    def nsga2_population(self) -> int:
+        # Small generations evolve sooner: bench/search.py found 16 best for 200 evaluations.
+        return self.population_size or min(50, max(8, self.trials // 12))
+
+
+# What `nas search` with no arguments runs: the embedded mobile space, the shipped Pixel 4 profile,
+# the default teacher and corpus with the quick distillation preset; about ten minutes on 2 cores.
+# Its time budget, not `trials`, ends it (some 30-40 distillations on 2 cores, two thirds of them
+# stopped by ASHA, which NSGA-II does not count towards a generation), so generations of 8.
+DEFAULTS = SearchSettings(population_size=8)

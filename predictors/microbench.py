@@ -1,0 +1,274 @@
+"""Kernel microbenchmarks: the op types genomes decompose into, at shapes drawn from a space.
+
+Kernels are read off the op graphs (``nas.ops``) of genomes sampled from the space, so they are
+exactly the projections, attention cores, norms, activations, adds and embeddings those genomes
+run, at their shapes. Each kernel becomes a small torch module (built from the same classes as
+``nas.model``), exported to ONNX for ONNX Runtime or a phone, or run eagerly for PyTorch. A
+kernel's features are the features of its ops, so its latency is a row of the same least squares
+as a whole genome's.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.arch import ArchConfig
+from nas.errors import NasError
+from nas.graph import Op, ops
+from nas.model import GroupedLinear, NoNorm
+from nas.space import Space
+from predictors.features import FEATURES, features_of_ops
+from predictors.harness import Protocol, Timer, ort_runner, time_runners
+
+KERNEL_KINDS = ("linear", "grouped_linear", "attention", "softmax", "layer_norm", "no_norm", "residual_layer_norm",
+                "gelu", "relu", "add", "embedding", "trigram")
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One microbenchmark: a kind, its shape parameters, and the ops it runs (for its features)."""
+
+    kind: str
+    shape: tuple[tuple[str, int], ...]  # sorted (name, value) pairs
+    ops: tuple[Op, ...]
+
+    @property
+    def name(self) -> str:
+        return self.kind + "_" + "_".join(f"{k}{v}" for k, v in self.shape)
+
+    @property
+    def params(self) -> dict[str, int]:
+        return dict(self.shape)
+
+    def features(self) -> dict[str, float]:
+        vector = features_of_ops(list(self.ops))
+        return {n: float(v) for n, v in zip(FEATURES, vector) if v}
+
+    @property
+    def size(self) -> float:
+        """A scalar to spread the chosen kernels over (MACs, else elements)."""
+        return float(sum(op.macs for op in self.ops) or sum(math.prod(op.out_shape) for op in self.ops))
+
+
+def kernels_from_arch(arch: ArchConfig, seq_len: int) -> list[Kernel]:
+    """The kernels one encoder layer (and the embeddings) of `arch` runs."""
+    op_list = ops(arch.replace(num_layers=1), seq_len)
+    by_name = {op.name: op for op in op_list}
+    consumers: dict[str, list[Op]] = {}
+    for op in op_list:
+        for source in op.inputs:
+            consumers.setdefault(source, []).append(op)
+    found: list[Kernel] = []
+    for op in op_list:
+        T = op.out_shape[0]
+        if op.kind == "linear" and len(op.out_shape) == 2 and T == seq_len:
+            k, n = op.in_shapes[0][-1], op.out_shape[-1]
+            kind = "linear" if op.groups == 1 else "grouped_linear"
+            found.append(Kernel(kind, (("T", T), ("K", k), ("N", n), ("g", op.groups)), (op,)))
+        elif op.kind == "matmul" and op.name.endswith("scores"):
+            prefix = op.name[: -len("scores")]
+            core = tuple(by_name[prefix + s] for s in ("scores", "scale", "mask", "softmax", "context", "merge_heads"))
+            heads, tokens = op.out_shape[0], op.out_shape[1]
+            found.append(Kernel("attention", (("T", tokens), ("W", op.in_shapes[0][-1]), ("h", heads)), core))
+            softmax = by_name[prefix + "softmax"]
+            found.append(Kernel("softmax", (("T", tokens), ("h", heads)), (softmax,)))
+        elif op.kind in ("layer_norm", "no_norm") and len(op.out_shape) == 2:
+            found.append(Kernel(op.kind, (("T", T), ("W", op.out_shape[-1])), (op,)))
+        elif op.kind in ("gelu", "relu"):
+            found.append(Kernel(op.kind, (("T", T), ("W", op.out_shape[-1])), (op,)))
+        elif op.kind == "add" and len(op.inputs) == 2 and not op.name.endswith("attention.mask"):
+            after = consumers.get(op.name, [])
+            if after and after[0].kind == "layer_norm":
+                plain = Op(op.name, op.kind, op.inputs, op.out_shape, op.in_shapes)
+                found.append(Kernel("residual_layer_norm", (("T", T), ("W", op.out_shape[-1])), (plain, after[0])))
+            else:
+                found.append(Kernel("add", (("T", T), ("W", op.out_shape[-1])), (op,)))
+        elif op.kind == "embedding" and op.name == "embeddings.word":
+            rows = op.params // op.out_shape[-1]
+            found.append(Kernel("embedding", (("T", T), ("V", rows), ("E", op.out_shape[-1])), (op,)))
+        elif op.kind == "concat":
+            found.append(Kernel("trigram", (("T", T), ("E", op.in_shapes[0][-1])), (op,)))
+    return found
+
+
+def select_kernels(space: Space, seq_len: int = 128, genomes: int = 60, per_kind: int = 8, seed: int = 0) -> list[Kernel]:
+    """Up to `per_kind` distinct kernels of each kind from `genomes` genomes sampled from `space`,
+    spread evenly over size (smallest to largest)."""
+    distinct: dict[str, Kernel] = {}
+    for arch in space.iter_samples(genomes, seed):
+        for kernel in kernels_from_arch(arch, seq_len):
+            distinct.setdefault(kernel.name, kernel)
+    chosen: list[Kernel] = []
+    for kind in KERNEL_KINDS:
+        pool = sorted((k for k in distinct.values() if k.kind == kind), key=lambda k: (k.size, k.name))
+        if len(pool) > per_kind:
+            picks = np.linspace(0, len(pool) - 1, per_kind).round().astype(int)
+            pool = [pool[i] for i in sorted(set(picks.tolist()))]
+        chosen.extend(pool)
+    return chosen
+
+
+# ---- kernels as torch modules -------------------------------------------------------------------
+
+
+class _AttentionCore(nn.Module):
+    """Eager attention from Q, K, V (B, T, W) as nas.model computes it: heads, scores, scale,
+    additive mask, softmax, context, merge."""
+
+    def __init__(self, heads: int, width: int) -> None:
+        super().__init__()
+        self.heads, self.head_size = heads, width // heads
+
+    def forward(self, q, k, v, mask):
+        b, t, w = q.shape
+        split = lambda x: x.view(b, t, self.heads, self.head_size).transpose(1, 2)  # noqa: E731
+        scores = torch.matmul(split(q), split(k).transpose(-1, -2)) / math.sqrt(self.head_size) + mask
+        context = torch.matmul(scores.softmax(dim=-1), split(v))
+        return context.transpose(1, 2).reshape(b, t, w)
+
+
+class _Softmax(nn.Module):
+    def forward(self, x):
+        return x.softmax(dim=-1)
+
+
+class _Add(nn.Module):
+    def forward(self, a, b):
+        return a + b
+
+
+class _ResidualNorm(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width, eps=1e-12)
+
+    def forward(self, a, b):
+        return self.norm(a + b)
+
+
+class _Trigram(nn.Module):
+    def forward(self, x):
+        return torch.cat([F.pad(x[:, 1:], (0, 0, 0, 1)), x, F.pad(x[:, :-1], (0, 0, 1, 0))], dim=2)
+
+
+def kernel_module(kernel: Kernel) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A torch module running the kernel, and named example inputs (batch 1, seed 0)."""
+    p = kernel.params
+    g = torch.Generator().manual_seed(0)
+    rand = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    T = p["T"]
+    if kernel.kind in ("linear", "grouped_linear"):
+        return GroupedLinear(p["K"], p["N"], p["g"]), {"x": rand(1, T, p["K"])}
+    if kernel.kind == "attention":
+        w = p["W"]
+        return _AttentionCore(p["h"], w), {"q": rand(1, T, w), "k": rand(1, T, w), "v": rand(1, T, w), "mask": torch.zeros(1, 1, 1, T)}
+    if kernel.kind == "softmax":
+        return _Softmax(), {"x": rand(1, p["h"], T, T)}
+    if kernel.kind == "layer_norm":
+        return nn.LayerNorm(p["W"], eps=1e-12), {"x": rand(1, T, p["W"])}
+    if kernel.kind == "no_norm":
+        return NoNorm(p["W"]), {"x": rand(1, T, p["W"])}
+    if kernel.kind == "residual_layer_norm":
+        return _ResidualNorm(p["W"]), {"a": rand(1, T, p["W"]), "b": rand(1, T, p["W"])}
+    if kernel.kind in ("gelu", "relu"):
+        return (nn.GELU() if kernel.kind == "gelu" else nn.ReLU()), {"x": rand(1, T, p["W"])}
+    if kernel.kind == "add":
+        return _Add(), {"a": rand(1, T, p["W"]), "b": rand(1, T, p["W"])}
+    if kernel.kind == "embedding":
+        return nn.Embedding(p["V"], p["E"]), {"ids": torch.randint(1, p["V"], (1, T), generator=g)}
+    if kernel.kind == "trigram":
+        return _Trigram(), {"x": rand(1, T, p["E"])}
+    raise NasError(f"unknown kernel kind {kernel.kind!r}")
+
+
+def export_kernel(kernel: Kernel, path: str | Path) -> Path:
+    """Export one kernel to ONNX (legacy exporter, opset 17, static shapes); written to a
+    temporary name and renamed, like every artifact."""
+    module, inputs = kernel_module(kernel)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.eval(), tuple(inputs.values()), str(tmp), dynamo=False, opset_version=17,
+                              input_names=list(inputs), output_names=["y"])
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _kernel_runner(kernel: Kernel, runtime: str, threads: int, folder: Path) -> Callable[[], object]:
+    if runtime == "onnxruntime":
+        return ort_runner(export_kernel(kernel, folder / f"{kernel.name}.onnx"), threads)
+    module, inputs = kernel_module(kernel)
+    module.eval()
+    torch.set_num_threads(threads)
+
+    def run() -> object:
+        with torch.inference_mode():
+            return module(*inputs.values())
+
+    return run
+
+
+def run_microbenchmarks(
+    kernels: list[Kernel],
+    *,
+    runtime: str = "onnxruntime",
+    threads: int = 1,
+    protocol: Protocol = Protocol(warmup=3, rounds=5, runs_per_round=3),
+    chunk: int = 24,
+    clock: str = "auto",
+    timer: Timer | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Time every kernel (interleaved within chunks); one record per kernel, untrusted ones marked."""
+    from predictors.harness import clock_for, progress_bar
+
+    if timer is None:
+        timer = clock_for(clock, threads)[1]
+    if len({k.name for k in kernels}) != len(kernels):
+        raise NasError("run_microbenchmarks: a kernel is listed twice")
+    records: list[dict] = []
+    bar = progress_bar(total=len(kernels), desc=f"kernels ({runtime}, {threads} thread{'s' * (threads > 1)})", enabled=progress)
+    with tempfile.TemporaryDirectory(prefix="nas-kernels-") as tmp:
+        for start in range(0, len(kernels), chunk):
+            batch = kernels[start : start + chunk]
+            runners = {k.name: _kernel_runner(k, runtime, threads, Path(tmp)) for k in batch}
+            timings = time_runners(runners, protocol, timer=timer, seed=start, refuse=False)
+            for k in batch:
+                t = timings[k.name]
+                records.append({
+                    "name": k.name,
+                    "kind": k.kind,
+                    "shape": k.params,
+                    "features": k.features(),
+                    "latency_ms": t.median_ms,
+                    "spread": t.spread,
+                    "trusted": t.spread <= protocol.max_spread,
+                    "round_ms": t.round_ms,
+                })
+            bar.update(len(batch))
+    bar.close()
+    return records
+
+
+def shuffled(kernels: list[Kernel], seed: int = 0) -> list[Kernel]:
+    """Kernels in a seeded random order, so chunks mix kinds and sizes."""
+    out = kernels[:]
+    random.Random(seed).shuffle(out)
+    return out

@@ -1,0 +1,361 @@
+"""nas.search end to end on a local Ray (one instance shared by the module): a search on the tiny
+space, its trials.csv and Optuna journal, a killed driver and its resume, export, report, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from nas.arch import ArchConfig  # noqa: E402
+from nas.cli import main  # noqa: E402
+from nas.search import study as optuna_study  # noqa: E402
+from nas.search.objectives import CheapScorer  # noqa: E402
+from nas.search.pareto import non_dominated  # noqa: E402
+from nas.search.run_dir import RunDir, read_trials_csv  # noqa: E402
+from nas.search.settings import SearchSettings  # noqa: E402
+from nas.space import load_space  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _median_flops() -> float:
+    scorer = CheapScorer(["flops"])
+    flops = sorted(scorer.scores(a)["flops"] for a in load_space("tiny").iter_samples(60, seed=11))
+    return flops[len(flops) // 2]
+
+
+@pytest.fixture(scope="module")
+def finished_run(local_ray, tmp_path_factory):
+    from nas.search.tune import run_search
+
+    limit = _median_flops()
+    settings = SearchSettings(
+        space="tiny", objectives=["params", "flops"], constraints=[f"flops<={limit:.0f}"], trials=8,
+        sampler="nsga2", population_size=4, seed=1,
+    )
+    run = RunDir(tmp_path_factory.mktemp("runs") / "tiny")
+    outcome = run_search(settings, run, progress=False)
+    return run, settings, outcome, limit
+
+
+def test_every_trial_has_one_row_that_agrees_with_the_optuna_journal(finished_run):
+    run, settings, outcome, limit = finished_run
+    assert not outcome.interrupted and outcome.ray_trials == settings.trials
+    records = read_trials_csv(run.trials_csv)
+    study = optuna_study.load_study(run.journal_path)
+    trials = {t.number: t for t in study.trials}
+    assert sorted(r["trial"] for r in records) == sorted(trials)  # every Optuna trial, once
+    ray_rows = [r for r in records if r["tune_trial_id"]]
+    assert len(ray_rows) == settings.trials and len({r["tune_trial_id"] for r in ray_rows}) == settings.trials
+    assert {r["status"] for r in ray_rows} == {"ok"}
+    assert len({r["genome_id"] for r in ray_rows}) == settings.trials  # no genome ran twice
+    for r in records:
+        state = trials[r["trial"]].state.name
+        constraint = trials[r["trial"]].constraints.get(settings.constraints[0])
+        if r["status"] == "ok":
+            assert state == "COMPLETE" and r["scores"]["flops"] <= limit and constraint <= 0
+            assert [r["scores"]["params"], r["scores"]["flops"]] == trials[r["trial"]].values
+        elif r["status"] == "infeasible":
+            assert state == "COMPLETE" and r["scores"]["flops"] > limit and constraint > 0
+            assert r["reason"].startswith("flops=")
+        elif r["status"] == "invalid":
+            assert state == "FAIL" and r["genome"] is None
+        else:
+            assert r["status"] == "duplicate"
+    # Ray Tune ran exactly the ok trials, one trial folder each.
+    assert len([p for p in run.tune_dir.iterdir() if p.is_dir() and p.name.startswith("trial_")]) == settings.trials
+    assert not run.lock_path.exists()
+
+
+def test_pareto_json_is_the_non_dominated_set_of_trials_csv(finished_run):
+    run, _, outcome, _ = finished_run
+    records = [r for r in read_trials_csv(run.trials_csv) if r["status"] == "ok"]
+    points = [(r["scores"]["params"], r["scores"]["flops"]) for r in records]
+    expected = {records[i]["genome_id"] for i in non_dominated(points, ["min", "min"])}
+    front = json.loads(run.pareto_json.read_text())["front"]
+    assert {p["genome_id"] for p in front} == expected == {p["genome_id"] for p in outcome.front}
+    for point in front:
+        assert ArchConfig.from_dict(point["genome"]).id == point["genome_id"]
+    # Optuna agrees (its best_trials honour the constraints; duplicates share a genome id).
+    study = optuna_study.load_study(run.journal_path)
+    assert {load_space("tiny").genome(t.params).id for t in study.best_trials} == expected
+
+
+def test_asha_stopped_and_errored_trials_are_told_to_optuna_as_pruned_and_failed(local_ray, tmp_path):
+    import optuna
+
+    from nas.search import tune as search_tune
+
+    settings = SearchSettings(space="tiny", objectives=["params", "flops"], constraints=[], trials=3, sampler="random")
+    run = RunDir(tmp_path / "unit")
+    driver = search_tune._Driver(run, settings, load_space("tiny"), progress=False)
+    search_tune._DRIVERS[str(run.root)] = driver
+    try:
+        searcher = search_tune.ParetoOptunaSearch(
+            str(run.root), space=optuna_study.distributions(driver.space), metric=["params", "flops"], mode=["min", "min"],
+            sampler=optuna.samplers.RandomSampler(seed=0),
+        )
+        configs = {tid: searcher.suggest(tid) for tid in ("stopped", "errored", "done")}
+        stopped = configs["stopped"]["scores"] | {"status": "running", "step": 5, "distill": 0.97}
+        searcher.on_trial_complete("stopped", result=stopped)
+        searcher.on_trial_complete("errored", error=True)
+        searcher.on_trial_complete("done", result=configs["done"]["scores"] | {"status": "ok", "elapsed_s": 0.1})
+        states = {t.number: t.state.name for t in searcher._ot_study.trials}
+        rows = {tid: driver.log.records[configs[tid]["trial"]] for tid in configs}
+        assert states[configs["stopped"]["trial"]] == "PRUNED" and rows["stopped"]["status"] == "pruned"
+        assert rows["stopped"]["reason"] == "stopped by ASHA at step 5 with distill=0.97"
+        assert states[configs["errored"]["trial"]] == "FAIL" and rows["errored"]["status"] == "failed"
+        assert states[configs["done"]["trial"]] == "COMPLETE" and rows["done"]["status"] == "ok"
+        assert [p["trial"] for p in json.loads(run.pareto_json.read_text())["front"]] == [configs["done"]["trial"]]
+    finally:
+        search_tune._DRIVERS.pop(str(run.root), None)
+
+
+def test_a_time_budget_ends_the_search_early_and_cleanly(local_ray, tmp_path):
+    from nas.search.tune import run_search
+
+    settings = SearchSettings(space="tiny", objectives=["params", "flops"], constraints=[], trials=40, sampler="random",
+                              time_budget_s=2.0, hold_s=0.5)
+    run = RunDir(tmp_path / "budget")
+    outcome = run_search(settings, run, progress=False)
+    assert outcome.stopped == "time budget of 2 s spent" and not outcome.interrupted
+    assert outcome.ray_trials < settings.trials
+    study = optuna_study.load_study(run.journal_path)
+    assert sorted(t.number for t in study.trials) == sorted(outcome.records)
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+
+
+def _descendants(pid: int) -> list[int]:
+    out, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split() if Path(f"/proc/{parent}").exists() else []:
+            out.append(int(child))
+            frontier.append(int(child))
+    return out
+
+
+def test_a_killed_driver_loses_no_finished_trial_and_resume_runs_none_again(local_ray, tmp_path):
+    from nas.search.tune import run_search
+
+    settings = SearchSettings(space="tiny", objectives=["params", "flops"], constraints=[], trials=6, sampler="tpe",
+                              seed=2, concurrency=2, hold_s=1.5)
+    settings_path = tmp_path / "settings.json"
+    settings_path.write_text(json.dumps(settings.to_dict()))
+    run = RunDir(tmp_path / "killed")
+    # The driver joins this module's Ray (starting a second one would double the test's time).
+    env = os.environ | {"PYTHONPATH": str(REPO), "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "nas.cli", "search", "--settings", str(settings_path), "--name", str(run.root), "--quiet", "--no-report"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    before: list[dict] = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and driver.poll() is None:
+            if run.trials_csv.exists():
+                before = [r for r in read_trials_csv(run.trials_csv) if r["tune_trial_id"]]
+                if len(before) >= 2:
+                    break
+            time.sleep(0.2)
+        assert driver.poll() is None and 2 <= len(before) < settings.trials, "the search ended before it could be killed"
+        leftovers = _descendants(driver.pid)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    for pid in leftovers:  # the Ray processes that driver started, by PID
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    before = [r for r in read_trials_csv(run.trials_csv) if r["tune_trial_id"]]  # as the kill left it
+    outcome = run_search(None, run, resume=True, progress=False)  # takes over the dead driver's lock
+    after = read_trials_csv(run.trials_csv)
+    ray_rows = [r for r in after if r["tune_trial_id"]]
+    assert not outcome.interrupted and len(ray_rows) == settings.trials
+    assert len({r["genome_id"] for r in ray_rows}) == settings.trials
+    for old in before:  # finished before the kill: kept, and not run again (same elapsed time, same Ray trial)
+        new = next(r for r in after if r["trial"] == old["trial"])
+        assert (new["tune_trial_id"], new["elapsed_s"], new["status"]) == (old["tune_trial_id"], old["elapsed_s"], old["status"])
+    study = optuna_study.load_study(run.journal_path)
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    assert sorted(t.number for t in study.trials) == sorted(r["trial"] for r in after)
+
+
+def test_export_writes_loadable_genomes_configs_and_onnx(finished_run, tmp_path):
+    from transformers import AutoConfig
+
+    from nas.hf import arch_from_config
+    from nas.search.export import export_front
+
+    run, *_ = finished_run
+    index = export_front(run, tmp_path / "out", onnx=True, seq_len=16)
+    front = json.loads(run.pareto_json.read_text())["front"]
+    assert [e["genome_id"] for e in index] == [p["genome_id"] for p in front]
+    for entry, point in zip(index, front):
+        folder = tmp_path / "out" / entry["folder"]
+        assert ArchConfig.load(folder / "genome.json").to_dict() == point["genome"]
+        if entry["transformers"]:
+            config = AutoConfig.from_pretrained(folder / "transformers")
+            assert arch_from_config(config, pooler=point["genome"]["pooler"]) == ArchConfig.from_dict(point["genome"])
+        else:
+            assert "not expressible" in entry["transformers_skipped"]
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(folder / "model.onnx"))
+        feeds = {i.name: __import__("numpy").ones((1, 16), dtype="int64") for i in session.get_inputs()}
+        hidden = session.run(None, feeds)[0]
+        assert hidden.shape == (1, 16, point["genome"]["hidden_size"])
+    assert json.loads((tmp_path / "out" / "index.json").read_text())["genomes"] == index
+    with pytest.raises(Exception, match="not empty"):
+        export_front(run, tmp_path / "out")
+
+
+def test_report_writes_png_html_and_a_table_with_the_references(finished_run, tmp_path):
+    import matplotlib.image
+
+    from nas.references import reference_names
+    from nas.search.report import write_report
+
+    run, *_ = finished_run
+    paths = write_report(run, tmp_path / "report")
+    assert matplotlib.image.imread(paths["png"]).ndim == 3
+    assert "plotly" in paths["html"].read_text()[:200000].lower()
+    text = paths["markdown"].read_text()
+    for point in json.loads(run.pareto_json.read_text())["front"]:
+        assert point["genome_id"] in text
+    for name in reference_names():
+        assert f"| {name} |" in text
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--objectives", "params,accuracy"], "unknown objective 'accuracy'"),
+    (["--space", "tiny", "--objectives", "params,flops", "--constraints", "params<=10"], "no genome of space tiny meets params<=10"),
+    (["--space", "tiny", "--objectives", "params,flops", "--constraints", "", "--address", "127.0.0.1:1"], "no Ray cluster answers"),
+    (["--space", "tiny", "--objectives", "latency_ms@no-such-phone", "--constraints", ""], "latency_ms@no-such-phone"),
+])
+def test_bad_searches_fail_in_one_line_before_any_work(argv, fragment, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", *argv]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_a_second_search_into_a_run_in_use_is_refused(finished_run, capsys):
+    run, *_ = finished_run
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run.lock_path.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": None}))
+        assert main(["search", "--resume", str(run.root)]) == 2
+        assert f"in use by another search (PID {holder.pid})" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+        run.lock_path.unlink()
+
+
+@pytest.fixture(scope="module")
+def distill_run(local_ray, tmp_path_factory):
+    """A search with the distillation score: a tiny MobileBERT-like space (every genome has a
+    transformers family) where half the genomes have a vocabulary the teacher's tokenizer does not
+    match (their distillation raises), ASHA on, students kept."""
+    import yaml
+
+    from nas.search.tune import run_search
+
+    root = tmp_path_factory.mktemp("distill")
+    space = yaml.safe_load((REPO / "search_spaces" / "tiny.yaml").read_text())
+    for name in ("qkv_groups", "intermediate_groups", "output_groups", "intra_bottleneck_size", "attention_input"):
+        del space["dimensions"][name]
+    space["fixed"] |= {"intra_bottleneck_size": 32, "attention_input": "shared_bottleneck"}
+    del space["fixed"]["vocab_size"]
+    space["dimensions"]["vocab_size"] = {"choices": [30522, 30000]}
+    space_path = root / "tiny_vocab.yaml"
+    space_path.write_text(yaml.safe_dump(space))
+    settings = SearchSettings(
+        space=str(space_path), objectives=["params", "distill"], constraints=[], trials=10, sampler="random", seed=4,
+        concurrency=1, keep_students=True, asha_reduction_factor=2,
+        distill={"steps": 8, "num_checkpoints": 2, "seq_len": 16, "batch_size": 4, "heldout_examples": 8},
+    )
+    run = RunDir(root / "run")
+    outcome = run_search(settings, run, progress=False)
+    return run, settings, outcome
+
+
+def test_distillation_trials_report_checkpoints_asha_prunes_and_crashes_are_recorded(distill_run):
+    run, settings, outcome = distill_run
+    records = read_trials_csv(run.trials_csv)
+    ray_rows = [r for r in records if r["tune_trial_id"]]
+    assert not outcome.interrupted and len(ray_rows) == settings.trials
+    study = optuna_study.load_study(run.journal_path)
+    states = {t.number: t.state.name for t in study.trials}
+    statuses = {r["status"] for r in ray_rows}
+    assert {"ok", "crashed", "pruned"} <= statuses <= {"ok", "crashed", "pruned"}
+    for r in ray_rows:
+        if r["status"] == "crashed":  # the search went on; the reason is the scorer's error
+            assert r["genome"]["vocab_size"] == 30000 and "does not match the teacher's tokenizer" in r["reason"]
+            assert states[r["trial"]] == "FAIL"
+        elif r["status"] == "pruned":  # stopped at the first checkpoint, told PRUNED, never on the front
+            assert r["step"] == 4 and r["reason"].startswith("stopped by ASHA at step 4")
+            assert states[r["trial"]] == "PRUNED" and -1 <= r["scores"]["distill"] <= 1
+        else:
+            assert r["step"] == 8 and states[r["trial"]] == "COMPLETE" and -1 <= r["scores"]["distill"] <= 1
+    front = json.loads(run.pareto_json.read_text())["front"]
+    ok = {r["trial"] for r in ray_rows if r["status"] == "ok"}
+    assert front and {p["trial"] for p in front} <= ok
+    # Students are kept for exactly the Pareto-optimal genomes.
+    kept = sorted(p.name for p in run.students_dir.iterdir())
+    assert kept == sorted(p["genome_id"] for p in front) and all(p["student"] for p in front)
+
+
+def test_export_carries_a_kept_students_weights_into_transformers(distill_run, tmp_path):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from nas.distill import load_student
+    from nas.search.export import export_front
+
+    run, *_ = distill_run
+    index = export_front(run, tmp_path / "out")
+    front = json.loads(run.pareto_json.read_text())["front"]
+    entry, point = index[0], front[0]
+    assert entry["transformers"] == "mobilebert" and entry["weights"] == "distilled student"
+    folder = tmp_path / "out" / entry["folder"] / "transformers"
+    hf_model = AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+    tokens = AutoTokenizer.from_pretrained(folder)("a kept student", return_tensors="pt")
+    ours = load_student(run.root / point["student"])
+    with torch.no_grad():
+        expected = ours(tokens["input_ids"], tokens["attention_mask"]).last_hidden_state
+        got = hf_model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_report_places_references_as_lines_on_the_distillation_axis(distill_run, tmp_path):
+    from nas.search.report import write_report
+
+    run, *_ = distill_run
+    paths = write_report(run, tmp_path / "report")
+    text = paths["markdown"].read_text()
+    assert "Not distilled" in text and "| mobilebert |" in text
+    assert "not distilled" in paths["html"].read_text()
