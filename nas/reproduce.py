@@ -108,7 +108,17 @@ def reproduce_table(names: list[str], seq_len: int = 128, distill_config=None) -
                 f"{r['name']:<18} {r['profile']:<8} {r['predicted_ms']:>8.0f}ms {r['published_ms']:>8.0f}ms "
                 f"{_fmt_rel(r['rel']):>7}   {r['note']}"
             )
-        lines.append("The phone profiles are fitted on these very figures: see `nas latency show PROFILE` for leave-one-out errors.")
+        import predictors
+
+        for profile in sorted({r["profile"] for r in latency}):
+            prov = predictors.load(profile).provenance
+            fitted_on = ", ".join(p["name"] for p in prov.get("fitted_on", []))
+            loo = prov.get("leave_one_out_mape")
+            loo_text = "undefined" if loo is None else f"{loo:.1%}"
+            lines.append(
+                f"{profile}: fitted on these published figures ({fitted_on}) with {prov.get('free_parameters', '?')} "
+                f"free parameters, so the diff above is a fit error; leave-one-out MAPE {loo_text}."
+            )
     if distill_config is not None:
         lines += ["", f"Short distillation ({distill_config.steps} steps, seed {distill_config.seed}): score = "
                       "held-out cosine similarity of the student's sentence embedding to the teacher's (higher is better)."]

@@ -49,6 +49,13 @@ def test_reproduce_prints_ours_beside_published(capsys):
     assert "24.84M" in out and "25.3M" in out  # MobileBERT
     # every difference above 2 % is explained
     assert "mobilebert flops -5.5%" in out and "no explanation recorded" not in out
+    # predicted latency beside the published one, for every shipped phone profile with a figure
+    import predictors
+
+    published = {(n, p) for n in nas.reference_names() for p in nas.reference(n).latency_ms}
+    for name, profile in published:
+        predicted = predictors.load(profile).predict(nas.reference(name).arch)
+        assert f"{profile:<8} {predicted:>8.0f}ms" in out
 
 
 @pytest.mark.parametrize(
