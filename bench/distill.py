@@ -5,11 +5,11 @@
                             [--json runs/bench-distill.json]
 
 fidelity: genomes spread over a small space (widths 64-256, 1-4 layers; the space is written out
-below) are each distilled twice with the default settings, once for ``--steps`` steps (the short
-run, the score a search sees) and once for ``--factor`` times as many (the reference). Printed:
-Kendall tau between the short-run score and the long-run score, beside the tau of the parameter
-count (a training-free proxy) against the same long-run score, and the tau at every checkpoint of
-the short run (the rungs ASHA prunes at).
+below) are distilled with the default settings for ``--steps`` steps (the short run, the score a
+search sees) and for ``--factor`` times as many with another seed (the reference). Printed: Kendall
+tau between the short-run score and the long-run score, beside the tau of the parameter count (a
+training-free proxy) against the same long-run score, the tau at every checkpoint of the short run
+(the rungs ASHA prunes at), and how stable the short score's ranking is between two seeds.
 
 throughput: student training tokens/s for the SqueezeBERT and MobileBERT genomes (default run
 settings, 1 and 2 threads, interleaved), and the wall time of MobileBERT's default run with the
@@ -82,9 +82,13 @@ def tau(a: list[float], b: list[float]) -> float:
 def fidelity(args) -> dict:
     genomes = bench_genomes(args.genomes, args.seed)
     short_config = DistillConfig(steps=args.steps, threads=args.threads, seed=args.seed)
-    long_config = short_config.replace(steps=args.steps * args.factor)
+    # The reference run uses another seed (student init and data order): the short score should rank
+    # architectures, not reward an init that happens to suit both runs.
+    other_seed = args.seed + 1
+    long_config = short_config.replace(steps=args.steps * args.factor, seed=other_seed)
     print(
-        f"fidelity: {len(genomes)} genomes; short run {short_config.steps} steps, long run {long_config.steps} steps; "
+        f"fidelity: {len(genomes)} genomes; short run {short_config.steps} steps (seed {args.seed}, and seed "
+        f"{other_seed} for the seed check), long run {long_config.steps} steps (seed {other_seed}); "
         f"batch {short_config.batch_size} x {short_config.seq_len} tokens, lr {short_config.lr:g}, "
         f"{short_config.resolved_threads} thread(s)",
         flush=True,
@@ -93,22 +97,25 @@ def fidelity(args) -> dict:
     began = time.perf_counter()
     for i, arch in enumerate(genomes):
         short = distill(arch, short_config)
+        short_other = distill(arch, short_config.replace(seed=other_seed))
         long = distill(arch, long_config)
         row = {
             "arch_id": arch.id,
             "arch": arch.to_dict(),
             "params": nas.count(arch).params,
             "short": short.to_dict(),
+            "short_other_seed": short_other.to_dict(),
             "long": long.to_dict(),
         }
         rows.append(row)
         print(
             f"  [{i + 1:>2}/{len(genomes)}] {arch.id} {row['params'] / 1e6:6.2f}M params  "
-            f"short {_fmt(short.score)} ({short.status}, {short.elapsed_s:5.1f}s)  "
+            f"short {_fmt(short.score)} / {_fmt(short_other.score)} ({short.status}, {short.elapsed_s:5.1f}s)  "
             f"long {_fmt(long.score)} ({long.status}, {long.elapsed_s:6.1f}s)  [{time.perf_counter() - began:6.0f}s]",
             flush=True,
         )
-    ok = [r for r in rows if r["short"]["status"] == "ok" and r["long"]["status"] == "ok"]
+    runs = ("short", "short_other_seed", "long")
+    ok = [r for r in rows if all(r[k]["status"] == "ok" for k in runs)]
     truth = [r["long"]["score"] for r in ok]
     summary = {
         "genomes": len(rows),
@@ -116,30 +123,37 @@ def fidelity(args) -> dict:
         "short_steps": short_config.steps,
         "long_steps": long_config.steps,
         "tau_short_score": tau([r["short"]["score"] for r in ok], truth),
+        "tau_short_score_same_seed": tau([r["short_other_seed"]["score"] for r in ok], truth),
+        "tau_short_score_between_seeds": tau(
+            [r["short"]["score"] for r in ok], [r["short_other_seed"]["score"] for r in ok]
+        ),
         "tau_params": tau([r["params"] for r in ok], truth),
         "tau_short_heldout_loss": tau([-r["short"]["heldout_loss"] for r in ok], truth),
         "tau_short_output_cosine": tau([-r["short"]["checkpoints"][-1]["output_loss"] for r in ok], truth),
-        "tau_long_score_vs_long_heldout_loss": tau([-r["long"]["heldout_loss"] for r in ok], truth),
         "tau_by_checkpoint": [
             {"step": ck["step"], "tau": tau([r["short"]["checkpoints"][k]["score"] for r in ok], truth)}
             for k, ck in enumerate(ok[0]["short"]["checkpoints"])
         ]
         if ok
         else [],
+        "short_score_range": [min(r["short"]["score"] for r in ok), max(r["short"]["score"] for r in ok)] if ok else None,
+        "long_score_range": [min(truth), max(truth)] if ok else None,
         "short_elapsed_s_median": statistics.median(r["short"]["elapsed_s"] for r in rows),
         "long_elapsed_s_median": statistics.median(r["long"]["elapsed_s"] for r in rows),
         "baseline_score": rows[0]["short"]["baseline_score"],
         "wall_s": time.perf_counter() - began,
     }
     print(
-        f"\nKendall tau against the long-run score ({summary['ok']} genomes):\n"
-        f"  short-run score ({summary['short_steps']} steps)     {summary['tau_short_score']:+.3f}\n"
-        f"  parameter count (proxy)            {summary['tau_params']:+.3f}\n"
-        f"  short-run held-out loss (negated)  {summary['tau_short_heldout_loss']:+.3f}\n"
-        f"  short-run learned-head cosine      {summary['tau_short_output_cosine']:+.3f}\n"
+        f"\nKendall tau against the long-run score ({summary['ok']} genomes; long run seed {other_seed}):\n"
+        f"  short-run score ({summary['short_steps']} steps, seed {args.seed})      {summary['tau_short_score']:+.3f}\n"
+        f"  short-run score, same seed as the long run    {summary['tau_short_score_same_seed']:+.3f}\n"
+        f"  parameter count (training-free proxy)         {summary['tau_params']:+.3f}\n"
+        f"  short-run held-out loss (negated)             {summary['tau_short_heldout_loss']:+.3f}\n"
+        f"  short-run learned-head cosine                 {summary['tau_short_output_cosine']:+.3f}\n"
         "  short-run score at each checkpoint: "
         + ", ".join(f"step {c['step']}: {c['tau']:+.3f}" for c in summary["tau_by_checkpoint"])
-        + f"\n  constant-embedding baseline score {summary['baseline_score']:.3f}; "
+        + f"\nshort-run score, seed {args.seed} vs seed {other_seed}: tau {summary['tau_short_score_between_seeds']:+.3f}\n"
+        f"constant-embedding baseline score {summary['baseline_score']:.3f}; "
         f"median wall per genome: short {summary['short_elapsed_s_median']:.1f}s, long {summary['long_elapsed_s_median']:.1f}s; "
         f"total {summary['wall_s'] / 60:.1f} min",
         flush=True,
@@ -155,7 +169,8 @@ def throughput(args) -> dict:
     # Warm the per-process caches (teacher, corpus, teacher targets of the default run's windows) with
     # a default-length run of a small genome, so no timing below includes them.
     first = time.perf_counter()
-    distill(bench_genomes(2, args.seed)[0], config.replace(threads=2, num_checkpoints=1))  # targets are per window, not per student
+    small = bench_genomes(2, args.seed)[0]  # teacher targets are per window, not per student: any genome warms them
+    distill(small, config.replace(threads=args.default_run_threads, num_checkpoints=1))
     warm_s = time.perf_counter() - first
     results: dict = {"warm_up_s": warm_s, "students": {}}
     steps = args.throughput_steps
@@ -205,7 +220,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=DistillConfig().steps, help="short-run steps (the default run's)")
     parser.add_argument("--factor", type=int, default=10, help="long run = factor x short run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the fidelity runs")
-    parser.add_argument("--throughput-steps", type=int, default=4)
+    parser.add_argument("--throughput-steps", type=int, default=6)
     parser.add_argument("--throughput-threads", type=lambda t: [int(x) for x in t.split(",")], default=[1, 2],
                         help="thread counts to measure tokens/s at, comma-separated (default 1,2)")
     parser.add_argument("--default-run-threads", type=int, default=2, help="threads of the timed default run (default 2)")

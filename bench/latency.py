@@ -5,16 +5,18 @@ two baselines, plus the clock check, the prediction cost and the phone profiles'
     .venv/bin/python bench/latency.py --heldout 120 --seed 7
     .venv/bin/python bench/latency.py --write-profiles     # also rewrite predictors/profiles/*.json
 
+It takes about an hour on the shared 2-vCPU VM (most of it exporting 200 genomes to ONNX); the
+measurement files it leaves in runs/latency/ make a rerun take a minute.
+
 Conditions: ONNX Runtime CPU, 1 intra-op thread, batch 1, seq len 128, genomes sampled uniformly
 from search_spaces/mobile.yaml (training seed 0, held-out seed 1, no genome in both), thread CPU
 time (see predictors.harness), interleaved rounds, median of rounds. Everything it measures is
-written under runs/latency/ (JSON, CSV-free), the table is printed in Markdown.
+written under runs/latency/ as JSON; the tables are printed in Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -129,7 +131,7 @@ def measure_heldout(predictor: Predictor, train: MeasurementSet, n: int, seed: i
     return data
 
 
-def same_session(train: MeasurementSet, heldout: MeasurementSet, cache: Path) -> tuple[MeasurementSet, MeasurementSet]:
+def same_session(train: MeasurementSet, heldout: MeasurementSet, cache: Path, tag: str) -> tuple[MeasurementSet, MeasurementSet]:
     """Kernels, training and held-out genomes measured again in one session, mixed together (the
     ONNX files are cached, so this is only timing): the same machine state for fitting and
     scoring. Returns (training set with kernels, held-out set)."""
@@ -137,7 +139,7 @@ def same_session(train: MeasurementSet, heldout: MeasurementSet, cache: Path) ->
 
     from predictors.microbench import run_microbenchmarks, select_kernels, shuffled
 
-    train_path, heldout_path = OUT / "same-session-train.json", OUT / "same-session-heldout.json"
+    train_path, heldout_path = OUT / f"same-session-{tag}-train.json", OUT / f"same-session-{tag}-heldout.json"
     if train_path.exists() and heldout_path.exists():
         print(f"using existing same-session measurements {train_path}, {heldout_path}")
         a, b = MeasurementSet.load(train_path), MeasurementSet.load(heldout_path)
@@ -195,10 +197,15 @@ def ablation(train: MeasurementSet, heldout: MeasurementSet) -> None:
         for weight in (0.1, 0.3, 1.0):
             both = stack(e2e, kernel_rows(kernels))
             variants[f"both, kernel weight {weight}"] = scores(y, predict_rows(fit_structural(both, kernel_weight=weight), x_heldout))
-    for count in (25, 50):
+    for count in (10, 25, 50):
         if len(e2e.y) > count:
             sub = Rows(e2e.x[:count], e2e.y[:count], e2e.kernel[:count], e2e.ids[:count])
             variants[f"end-to-end only, first {count} genomes"] = scores(y, predict_rows(fit_structural(sub), x_heldout))
+            if kernels:
+                from predictors.fit import stack
+
+                both = stack(sub, kernel_rows(kernels))
+                variants[f"first {count} genomes + kernels (weight 0.3)"] = scores(y, predict_rows(fit_structural(both), x_heldout))
     print("| fitted on | MAPE | within +-5 % | within +-10 % | Kendall tau |")
     print("|---|---:|---:|---:|---:|")
     for name, s in variants.items():
@@ -261,8 +268,19 @@ def phone_profiles(host: Predictor, write: bool) -> None:
         if write:
             cal = calibrate(host, points, device=device, runtime=s["runtime"], threads=s["threads"], group_names=s["groups"],
                             description=s["description"], source="published latencies in nas.references")
+            # a shipped file names the base's measurements relative to the repository, not this checkout
+            base_fit = cal.provenance["base"]["fitted_on"]
+            base_fit["measurements"] = [_relative(m) for m in base_fit.get("measurements") or []]
+            cal.provenance["base"]["produced_by"] = "bench/latency.py --write-profiles"
             path = cal.save(ROOT / "predictors" / "profiles" / f"{device}.json")
             print(f"wrote {path} with groups {'+'.join(s['groups'])}\n")
+
+
+def _relative(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return path
 
 
 def main() -> int:
@@ -272,6 +290,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1, help="held-out seed (training uses 0)")
     parser.add_argument("--write-profiles", action="store_true", help="rewrite predictors/profiles/pixel4.json and pixel3.json")
     parser.add_argument("--skip-clock-check", action="store_true")
+    parser.add_argument("--keep-onnx", action="store_true",
+                        help="keep runs/latency/onnx-cache (about 24 GB for 200 genomes) for a faster rerun")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cache = OUT / "onnx-cache"
@@ -298,7 +318,7 @@ def main() -> int:
     print(format_table(report))
 
     print("### B. Training and held-out genomes measured again, together, in one session\n")
-    train_c, heldout_c = same_session(train, heldout, cache)
+    train_c, heldout_c = same_session(train, heldout, cache, f"seed{args.seed}-n{args.heldout}")
     repeat = {r["genome_id"]: r["latency_ms"] for r in heldout_c.trusted_records()}
     ratios = [repeat[r["genome_id"]] / r["latency_ms"] for r in heldout.trusted_records() if r["genome_id"] in repeat]
     print(f"held-out genomes, this session over the earlier one: median x{np.median(ratios):.3f} "
@@ -310,7 +330,7 @@ def main() -> int:
     print("B2. A predictor fitted on this session's training genomes and kernels, scored on this session's held-out genomes "
           "(the headline: same machine state for fitting and scoring):\n")
     same = fit_predictor(train_c, sources=[train_c.path])
-    same.save(OUT / "host-same-session.json")
+    same.save(OUT / f"host-same-session-seed{args.seed}.json")
     report_b2 = evaluate(same, heldout_c, train_c)
     paths = save_report(report_b2, OUT / f"eval-seed{args.seed}")
     print(format_table(report_b2))
@@ -318,6 +338,10 @@ def main() -> int:
     ablation(train_c, heldout_c)
     prediction_cost(predictor)
     phone_profiles(predictor, args.write_profiles)
+    if not args.keep_onnx:
+        import shutil
+
+        shutil.rmtree(cache, ignore_errors=True)  # tens of GB of exported genomes on a shared disk
     return 0
 
 

@@ -37,7 +37,6 @@ FAMILIES = ("bert", "squeezebert", "mobilebert")
 # transformers' hidden_act names with the same function as ours ("gelu" is the exact erf GELU
 # there too; "gelu_new"/"gelu_pytorch_tanh" are the tanh approximation, which we do not build).
 _ACTIVATIONS = {"gelu": "gelu", "relu": "relu"}
-_TORCH_LAYER_NORM_EPS = 1e-5  # what nn.LayerNorm uses when built without eps (two MobileBERT norms)
 
 
 # ---- which modules correspond ----------------------------------------------------------------

@@ -64,55 +64,6 @@ def ungroup(y: torch.Tensor, lead: torch.Size) -> torch.Tensor:
     return y.transpose(0, 1).reshape(*lead, -1)
 
 
-Projection = GroupedLinear | nn.Linear
-
-
-def fused_projections(x: torch.Tensor, layers: list[Projection], cache: dict | None = None) -> list[torch.Tensor]:
-    """``[layer(x) for layer in layers]`` computed as one matmul over the concatenated weights.
-
-    Several small projections of one input (Q, K and V; MobileBERT's two bottlenecks and V) become
-    one call with one pass over the input, and in the backward pass their input gradients come back
-    summed by one matmul rather than by separate matmuls and adds. The parameters stay separate, so names, shapes and MAC counts are those
-    of the separate projections. Outputs are views into one tensor. Without autograd (inference) the
-    concatenated weight is kept in `cache` until a parameter changes (``_version``) or moves.
-    """
-    groups = getattr(layers[0], "groups", 1)
-    if len(layers) == 1 or any(getattr(layer, "groups", 1) != groups for layer in layers):
-        return [layer(x) for layer in layers]
-    weight, bias = _concatenated(layers, groups, cache)
-    sizes = [layer.weight.shape[0] // groups for layer in layers]
-    if groups == 1:
-        return list(F.linear(x, weight, bias).split(sizes, dim=-1))
-    parts = grouped_matmul(to_groups(x, groups), weight, groups).split(sizes, dim=-1)
-    return [ungroup(part, x.shape[:-1]) + layer.bias for part, layer in zip(parts, layers)]
-
-
-def _concatenated(layers: list[Projection], groups: int, cache: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The layers' weights stacked group by group, (G * sum out/G, in/G), and their biases.
-
-    Group g of the result holds group g of every layer, so one grouped matmul computes them all.
-    """
-    params = [p for layer in layers for p in (layer.weight, layer.bias)]
-    # Reuse only without autograd, for the very same parameters, unmodified since (an in-place
-    # update bumps ``_version``; inference tensors have no version counter, so they never reuse).
-    reuse = cache is not None and not torch.is_grad_enabled() and not any(p.is_inference() for p in params)
-    key = [(p, p._version, p.data_ptr()) for p in params] if reuse else None
-    if key is not None and len(cache.get("key", ())) == len(key) and all(
-        cached is p and version == v and pointer == ptr
-        for (cached, version, pointer), (p, v, ptr) in zip(cache["key"], key)
-    ):
-        return cache["weight"], cache["bias"]
-    in_per_group = layers[0].weight.shape[1]
-    weight = torch.cat([layer.weight.view(groups, -1, in_per_group) for layer in layers], dim=1)
-    weight = weight.view(-1, in_per_group)
-    bias = torch.cat([layer.bias for layer in layers])
-    if cache is not None:
-        cache.clear()  # never keep a tensor that belongs to an autograd graph
-        if key is not None:
-            cache.update(key=key, weight=weight, bias=bias)
-    return weight, bias
-
-
 class NoNorm(nn.Module):
     """MobileBERT's replacement for LayerNorm: an elementwise affine map, x * w + b."""
 
@@ -192,21 +143,9 @@ class MultiHeadAttention(nn.Module):
         mask: torch.Tensor | None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if query_input is key_input is value_input:
-            q, k, v = fused_projections(query_input, [self.query, self.key, self.value])
-        elif query_input is key_input:
-            q, k = fused_projections(query_input, [self.query, self.key])
-            v = self.value(value_input)
-        else:
-            q, k, v = self.query(query_input), self.key(key_input), self.value(value_input)
-        return self.attend(q, k, v, mask, output_attentions)
-
-    def attend(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attention over projected (B, T, W) queries, keys and values: the context (B, T, W) and,
-        on the eager path, the probabilities (B, nh, T, T)."""
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        q = self._heads(self.query(query_input))
+        k = self._heads(self.key(key_input))
+        v = self._heads(self.value(value_input))
         if self.implementation == "sdpa" and not output_attentions:
             p = self.dropout.p if self.training else 0.0
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
@@ -262,37 +201,18 @@ class Block(nn.Module):
         self.attention_output = ProjectAddNorm(width, width, arch.post_attention_groups, arch.norm, dropout)
         self.ffns = nn.ModuleList(FeedForward(arch, dropout) for _ in range(arch.num_ffn))
         self.output_bottleneck = ProjectAddNorm(width, hidden, 1, arch.norm, dropout) if bottlenecked else None
-        # Concatenated weights of the fused projections, kept between inference calls (not state).
-        self._fused_cache: dict[str, dict] = {"x": {}, "query_key": {}}
-
-    def _attention_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """layer_input, q, k, v. Every projection that reads x runs as one matmul, as do those that
-        read the attention's input (MobileBERT: both bottlenecks and V; BERT: Q, K and V)."""
-        attention, cache = self.attention, self._fused_cache
-        if self.attention_input == "shared_bottleneck":
-            layers = [self.input_bottleneck.dense, self.attention_bottleneck.dense, attention.value]
-            layer_input, shared, v = fused_projections(x, layers, cache["x"])
-            layer_input = self.input_bottleneck.norm(layer_input)
-            q, k = fused_projections(self.attention_bottleneck.norm(shared), [attention.query, attention.key],
-                                     cache["query_key"])
-        elif self.attention_input == "bottleneck":
-            layer_input = self.input_bottleneck(x)
-            q, k, v = fused_projections(layer_input, [attention.query, attention.key, attention.value],
-                                        cache["query_key"])
-        elif self.input_bottleneck is not None:  # a bottleneck as wide as the input, attention from x
-            layers = [self.input_bottleneck.dense, attention.query, attention.key, attention.value]
-            layer_input, q, k, v = fused_projections(x, layers, cache["x"])
-            layer_input = self.input_bottleneck.norm(layer_input)
-        else:
-            layer_input = x
-            q, k, v = fused_projections(x, [attention.query, attention.key, attention.value], cache["x"])
-        return layer_input, q, k, v
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        layer_input, q, k, v = self._attention_inputs(x)
-        context, probs = self.attention.attend(q, k, v, mask, output_attentions)
+        layer_input = self.input_bottleneck(x) if self.input_bottleneck is not None else x
+        if self.attention_input == "hidden":
+            query_key, value = x, x
+        elif self.attention_input == "bottleneck":
+            query_key, value = layer_input, layer_input
+        else:  # shared_bottleneck
+            query_key, value = self.attention_bottleneck(x), x
+        context, probs = self.attention(query_key, query_key, value, mask, output_attentions)
         h = self.attention_output(context, layer_input)
         for ffn in self.ffns:
             h = ffn(h)

@@ -66,7 +66,8 @@ def register(subparsers) -> None:
                    help="training genomes re-measured among the held-out ones to tell machine drift from error (default 10)")
     p.add_argument("--anchors-file", help="with --heldout: training genomes re-measured in the held-out session")
     _protocol_args(p)
-    p.add_argument("--out-dir", required=True, help="folder for evaluation.json/.md, the plot and held-out measurements")
+    p.add_argument("--out-dir", help="folder for evaluation.json/.md, the plot and held-out measurements "
+                   "(default runs/latency/eval-DEVICE-TIME)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("profile", help="measure and fit a predictor for this machine in bounded time")
@@ -368,10 +369,10 @@ def _predict(args) -> int:
 def _evaluate(args) -> int:
     from predictors.data import MeasurementSet
     from predictors.evaluate import evaluate, format_table, save_report
-    from predictors.predictor import load
+    from predictors.predictor import USER_PROFILES_DIR, load
 
     predictor = load(args.device)
-    out_dir = Path(args.out_dir)
+    out_dir = Path(args.out_dir) if args.out_dir else USER_PROFILES_DIR / f"eval-{predictor.device}-{time.strftime('%Y%m%d-%H%M%S')}"
     train = None
     if args.train:
         train = MeasurementSet.load(args.train)

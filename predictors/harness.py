@@ -159,7 +159,6 @@ def time_runners(
         if not wide:
             break
         one_round(wide)
-        bar.update(0)
     bar.close()
     if refuse:
         wide = [timings[k] for k in keys if timings[k].spread > protocol.max_spread]

@@ -293,6 +293,10 @@ def test_missing_teacher_path(config, tmp_path):
     _refused(TINY, config.replace(teacher=str(tmp_path / "nowhere")), "no such directory")
 
 
+def test_hub_teacher_offline_is_a_clear_error(config):
+    _refused(TINY, config.replace(teacher="bert-base-uncased"), "not loadable as a hub id")
+
+
 def test_teacher_that_is_not_bert_family(config, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 1}))
     _refused(TINY, config.replace(teacher=str(tmp_path)), "not a BERT-family encoder")

@@ -231,25 +231,3 @@ def test_load_pretrained_errors(tmp_path):
     with pytest.raises(nas.NasError, match="model_type='roberta' is not one of the families"):
         nas.hf.load_pretrained(tmp_path / "roberta")
 
-
-# nas.model's fused projections (an internal speed-up checked here, where the outputs are compared
-# with transformers): weights concatenated for inference must follow every weight update.
-
-
-def test_fused_weights_follow_weight_updates_between_inference_calls():
-    arch = nas.reference("mobilebert").arch.replace(num_layers=2, vocab_size=100)
-    torch.manual_seed(0)
-    model = _random_weights(nas.build_model(arch, "sdpa")).eval()
-    ids, mask, types = _inputs(arch.vocab_size)
-    with torch.inference_mode():
-        before = model(ids, mask, types).last_hidden_state
-    with torch.no_grad():  # an optimiser step or load_state_dict updates in place like this
-        model.layers[0].attention.value.weight.mul_(2.0)
-        model.layers[1].attention.query.bias.add_(0.5)
-    fresh = nas.build_model(arch, "sdpa").eval()
-    fresh.load_state_dict(model.state_dict())
-    with torch.inference_mode():
-        after = model(ids, mask, types).last_hidden_state
-        expected = fresh(ids, mask, types).last_hidden_state
-    assert not torch.allclose(before, after)
-    assert torch.equal(after, expected)

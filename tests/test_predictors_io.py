@@ -177,6 +177,19 @@ def test_evaluate_command_scores_predictor_and_baselines(host_profile, tmp_path,
     assert "| structural (ours) |" in stdout
 
 
+def test_evaluate_measuring_now_also_remeasures_training_anchors(host_profile, tmp_path, capsys):
+    out_dir = tmp_path / "eval"
+    code, stdout, err = run(capsys, "latency", "evaluate", "--device", host_profile, "--space", "tiny", "-n", "3", "--seed", "7",
+                            "--anchors", "2", "--rounds", "3", "--max-spread", "5", "--mlp-steps", "50", "--out-dir", out_dir)
+    assert code == 0, err
+    report = json.loads((out_dir / "evaluation.json").read_text())
+    assert report["drift"]["anchors"] == 2 and report["drift"]["factor"] > 0
+    assert "Machine drift between the training and the held-out session" in stdout
+    anchors = json.loads((out_dir / "anchors.json").read_text())
+    train = json.loads(host_profile.with_name("host.measurements.json").read_text())
+    assert {r["genome_id"] for r in anchors["records"]} <= set(train["genomes"])
+
+
 def test_ingest_published_csv_calibrates_on_a_base(host_profile, tmp_path, capsys):
     csv = tmp_path / "pub.csv"
     csv.write_text("genome_id,latency_ms\n" + "\n".join(f"{n},{v}" for n, v in (("mobilebert", 62), ("mobilebert-tiny", 40), ("mobilebert-no-opt", 192))))

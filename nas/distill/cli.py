@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--seq-len", type=_positive_int, help=f"tokens per window (default {defaults.seq_len})")
     p.add_argument("--batch-size", type=_positive_int, help=f"windows per step (default {defaults.batch_size})")
     p.add_argument("--lr", type=_positive_float, help=f"peak AdamW learning rate (default {defaults.lr:g})")
-    p.add_argument("--checkpoints", type=_positive_int, dest="num_checkpoints",
+    p.add_argument("--checkpoints", type=_positive_int, dest="num_checkpoints", metavar="N",
                    help=f"held-out evaluations, evenly spaced (default {defaults.num_checkpoints})")  # fmt: skip
     p.add_argument("--feature-weight", type=_non_negative_float, help="weight of feature-map transfer (default 1)")
     p.add_argument("--attention-weight", type=_non_negative_float, help="weight of attention transfer (default 1)")

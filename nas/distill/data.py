@@ -45,7 +45,16 @@ def load_texts(spec: str | None, text_column: str = "text", cache_dir: str | Non
     """
     import datasets
 
-    datasets.disable_progress_bars()
+    bars_were_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a search loads corpora in many workers; keep their logs clean
+    try:
+        return _load_texts(datasets, spec, text_column, cache_dir)
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
+
+
+def _load_texts(datasets, spec: str | None, text_column: str, cache_dir: str | None) -> tuple[list[str], str]:
     hf_cache = str(Path(cache_dir) / "datasets") if cache_dir else None
     if spec is None or spec == EMBEDDED_CORPUS:
         import pydoc_data.topics
@@ -86,7 +95,9 @@ def load_texts(spec: str | None, text_column: str = "text", cache_dir: str | Non
         )
     texts = [t.strip() for t in dataset[text_column] if isinstance(t, str) and t.strip()]
     if not texts:
-        raise DistillError(f"corpus {spec or EMBEDDED_CORPUS}: no usable text (column {text_column!r} holds no non-empty strings)")
+        raise DistillError(
+            f"corpus {spec or EMBEDDED_CORPUS}: no usable text (column {text_column!r} holds no non-empty strings)"
+        )
     return texts, where
 
 

@@ -328,7 +328,8 @@ class _Run:
         try:
             readout = self.readout.solve()
         except RuntimeError as err:  # non-finite or overflowing states: the run has blown up
-            raise _Diverged(f"the student's states overflowed by step {step} ({str(err).splitlines()[0]}); try a lower lr") from None
+            detail = str(err).splitlines()[0]
+            raise _Diverged(f"the student's states overflowed by step {step} ({detail}); try a lower lr") from None
         self.readout.reset()
         sums = {"total": 0.0, "feature": 0.0, "attention": 0.0, "output": 0.0, "cosine": 0.0}
         for lo in range(0, n, EVAL_BATCH):

@@ -59,7 +59,9 @@ class Teacher:
         return len(self.tokenizer)
 
     @torch.no_grad()
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
         """(hidden_states, attentions): L+1 tensors (B, T, H) and L tensors (B, nh, T, T) of probabilities."""
         out = self.model(
             input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, output_attentions=True
@@ -189,7 +191,8 @@ def _load_default() -> Teacher:
     state.pop("embeddings.position_ids", None)
     model.load_state_dict(state, strict=True)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    return _finish(DEFAULT_TEACHER, f"default:{DEFAULT_TEACHER_SHA256}", "transformers", model, tokenizer, config.max_position_embeddings)
+    key = f"default:{DEFAULT_TEACHER_SHA256}"
+    return _finish(DEFAULT_TEACHER, key, "transformers", model, tokenizer, config.max_position_embeddings)
 
 
 def _load_transformers_teacher(where: str, spec: str, key: str, cache_dir: str | None) -> Teacher:

@@ -128,6 +128,6 @@ class SearchSettings:
 
 # What `nas search` with no arguments runs: the embedded mobile space, the shipped Pixel 4 profile,
 # the default teacher and corpus with the quick distillation preset; about ten minutes on 2 cores.
-# Its time budget, not `trials`, ends it (some 30-40 distillations on 2 cores, two thirds of them
-# stopped by ASHA, which NSGA-II does not count towards a generation), so generations of 8.
+# Its time budget, not `trials`, ends it (some 50 distillations on 2 cores, many of them stopped
+# by ASHA, which NSGA-II does not count towards a generation), so generations of 8.
 DEFAULTS = SearchSettings(population_size=8)
