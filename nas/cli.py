@@ -32,6 +32,17 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts: an integer of at least 1 (``30e3`` is read as 30000)."""
+    try:
+        value = int(float(text)) if "e" in text.lower() else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nas", description="Hardware-aware architecture search over efficient BERT encoders.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

@@ -11,6 +11,7 @@ from nas.errors import NasError
 from nas.graph import count
 from nas.references import reference, reference_names
 from nas.space import load_space
+from nas.cli import positive_int as _positive_int
 
 
 def register(subparsers) -> None:
@@ -45,14 +46,6 @@ def register(subparsers) -> None:
     reproduce.set_defaults(func=_reproduce)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def load_genome(spec: str) -> ArchConfig:

@@ -213,3 +213,37 @@ def count(arch: ArchConfig, seq_len: int = 128) -> Cost:
 def _check_seq_len(arch: ArchConfig, seq_len: int) -> None:
     if not isinstance(seq_len, int) or isinstance(seq_len, bool) or not 1 <= seq_len <= arch.max_position_embeddings:
         raise NasError(f"seq_len={seq_len!r} must be an integer in 1..max_position_embeddings ({arch.max_position_embeddings})")
+
+
+def fvcore_macs(model, seq_len: int = 128) -> int:
+    """fvcore's multiply-add count of a built model at batch 1: the reference ``count`` must equal.
+
+    fvcore traces with jit, which drops work whose result is unused, so the trace returns the
+    pooler's output beside the last hidden state. Build the model with eager attention: fvcore
+    does not count scaled_dot_product_attention.
+    """
+    import logging
+    import warnings
+
+    import torch
+
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
+
+    class _BothOutputs(torch.nn.Module):
+        def __init__(self, encoder):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids, attention_mask):
+            out = self.encoder(input_ids, attention_mask)
+            return out.last_hidden_state, out.pooler_output
+
+    ids = torch.randint(0, model.arch.vocab_size, (1, seq_len))
+    mask = torch.ones(1, seq_len, dtype=torch.long)
+    analysis = FlopCountAnalysis(_BothOutputs(model), (ids, mask))
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    return int(analysis.total())

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nas.commands import _positive_int, load_genome
+from nas.cli import positive_int as _positive_int
+from nas.commands import load_genome
 from nas.errors import NasError
 
 

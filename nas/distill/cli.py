@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import fields
 from pathlib import Path
+from nas.cli import positive_int as _positive_int
 
 HELP = "distil a teacher into a genome for a short, fixed budget and score it (held-out cosine to the teacher)"
 
@@ -44,14 +45,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=_distill)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def _positive_float(text: str) -> float:

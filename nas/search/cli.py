@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nas.search.run_dir import RUNS_DIR, RunDir, resolve_run
 from nas.search.settings import DEFAULTS, SAMPLERS, SearchSettings
+from nas.cli import positive_int as _positive_int
 
 
 def register(subparsers) -> None:
@@ -59,14 +60,6 @@ def register(subparsers) -> None:
     report.set_defaults(func=_report)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(float(text)) if "e" in text.lower() else int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def _split(values: list[str] | None) -> list[str] | None:
