@@ -1,6 +1,6 @@
 """One short distillation run: the quality score of a candidate architecture.
 
-    result = distill(arch, DistillConfig(steps=60, seed=0), on_checkpoint=report)
+    result = distill(arch, DistillConfig(steps=120, seed=0), on_checkpoint=report)
 
 builds the student from the genome, trains it for ``steps`` AdamW steps (linear warm-up, linear
 decay, gradient clipping) against the teacher's hidden states, attention maps and sentence
