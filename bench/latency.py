@@ -41,7 +41,6 @@ from predictors.harness import (  # noqa: E402
     measure_genomes,
     ort_runner,
     runtime_version,
-    time_runners,
 )
 from predictors.predictor import Predictor  # noqa: E402
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.arch import ArchConfig
 from nas.distill import (
     Checkpoint,
     DistillConfig,

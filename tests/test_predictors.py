@@ -12,7 +12,7 @@ from nas.space import load_space
 from predictors.data import MeasurementSet
 from predictors.evaluate import evaluate
 from predictors.features import FEATURES, INDEX, features_of_ops, genome_features
-from predictors.fit import FlopsLinear, HatMLP, Rows, fit_structural, genome_rows, predict_rows, scores
+from predictors.fit import FlopsLinear, HatMLP, fit_structural, genome_rows, predict_rows, scores
 from predictors.harness import Protocol, SpreadTooWide, measure_genomes, ort_runner, time_runners
 from predictors.phones import Point, calibrate
 from predictors.predictor import Predictor

@@ -5,7 +5,6 @@ Ray is imported only when a search starts, so ``nas --help``, export and report 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path

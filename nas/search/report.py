@@ -364,7 +364,7 @@ def markdown(results: RunResults, png: str = "pareto.png", html_name: str = "par
                 fig = ref.latency_ms.get(c.split("@", 1)[1])
                 published.append(f"{fig.value:.0f} ms" if fig else "-")
             lines.append(f"| {name} | " + " | ".join(_fmt(c, scores.get(c)) for c in cheap) + "".join(f" | {p}" for p in published) + " |")
-    lines += ["", f"Statuses: " + "; ".join(f"**{k}**: {v}" for k, v in _status_help().items()) + ".", ""]
+    lines += ["", "Statuses: " + "; ".join(f"**{k}**: {v}" for k, v in _status_help().items()) + ".", ""]
     return "\n".join(lines)
 
 
