@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "predictors.cli",
     "nas.search.cli",
     "nas.distill.cli",
+    "nas.finetune.cli",
 ]
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from nas.errors import NasError
+from nas.precision import PRECISIONS, resolve_precision
 
 
 INIT_EMBEDDINGS = ("teacher", "random")
@@ -49,6 +50,7 @@ class DistillConfig:
     train_examples: int | None = None  # cap on the training pool (None: every window not held out)
     divergence_factor: float | None = 10.0  # smoothed training loss above this x its maximum before the first checkpoint
     cache_dir: str | None = None  # tokenized corpora and datasets; None: $NAS_CACHE_DIR or ~/.cache/nas
+    precision: str = "auto"  # "auto" (bf16 where the CPU has AVX512-BF16/AMX), "fp32" or "bf16" autocast
 
     def __post_init__(self) -> None:
         self._validate()
@@ -85,6 +87,11 @@ class DistillConfig:
         if env.isdigit() and int(env) > 0:
             return int(env)
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+    @property
+    def resolved_precision(self) -> str:
+        """``precision`` with ``auto`` decided for this machine's CPU."""
+        return resolve_precision(self.precision)
 
     @property
     def resolved_cache_dir(self) -> str:
@@ -127,6 +134,8 @@ class DistillConfig:
                 raise fail(name, "must be at least 1 (or null)")
         if self.seq_len < 8:
             raise fail("seq_len", "must be at least 8 tokens ([CLS] and [SEP] take two)")
+        if self.precision not in PRECISIONS:
+            raise fail("precision", f"must be one of {', '.join(PRECISIONS)}")
         if self.init_embeddings not in INIT_EMBEDDINGS:
             raise fail("init_embeddings", f"must be one of {', '.join(INIT_EMBEDDINGS)}")
         if self.lr <= 0:

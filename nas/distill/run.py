@@ -27,7 +27,8 @@ from nas.distill.data import DistillData, TargetStore, prepare_data
 from nas.distill.data import mean_pool
 from nas.distill.losses import LinearReadout, LossWeights, Projections, distillation_losses, layer_mapping
 from nas.distill.teacher import Teacher, load_teacher
-from nas.model import Encoder, build_model
+from nas.model import Encoder, EncoderOutput, build_model
+from nas.precision import autocast, cpu_model
 
 STATUSES = ("ok", "diverged", "stopped")
 EVAL_BATCH = 32
@@ -78,7 +79,10 @@ class DistillResult:
     tokens_seen: int
     train_s: float
     elapsed_s: float
+    precision: str = "fp32"  # what the run trained in: "fp32" or "bf16" (autocast)
+    hardware: str = ""  # the CPU model it ran on
     student: Encoder | None = field(default=None, repr=False)
+    snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)  # step -> weights
     projections: Projections | None = field(default=None, repr=False)
 
     @property
@@ -103,6 +107,8 @@ class DistillResult:
             "tokens_per_s": self.tokens_per_s,
             "train_s": self.train_s,
             "elapsed_s": self.elapsed_s,
+            "precision": self.precision,
+            "hardware": self.hardware,
             "checkpoints": [c.to_dict() for c in self.checkpoints],
         }
 
@@ -113,10 +119,13 @@ def distill(
     on_checkpoint: Callable[[Checkpoint], bool | None] | None = None,
     *,
     progress: bool = False,
+    snapshot_steps: tuple[int, ...] = (),
 ) -> DistillResult:
     """Distil the teacher into the genome ``arch`` for ``config.steps`` steps and score it.
 
     ``on_checkpoint`` is called with each Checkpoint; if it returns True the run stops early.
+    ``snapshot_steps``: checkpoint steps at which a copy of the student's weights is kept in
+    ``result.snapshots`` (learning curves and half-budget comparisons without a second run).
     Raises DistillError for bad input before training; never raises for a diverging run.
     """
     config = config or DistillConfig()
@@ -129,7 +138,9 @@ def distill(
         teacher = load_teacher(config.teacher, config.resolved_cache_dir)
         check_compatible(arch, teacher, config)
         data = prepare_data(config, teacher)
-        return _Run(arch, config, teacher, data, on_checkpoint, progress, start).train()
+        run = _Run(arch, config, teacher, data, on_checkpoint, progress, start)
+        run.snapshot_steps = set(snapshot_steps)
+        return run.train()
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -173,8 +184,11 @@ class _Run:
             _init_word_embeddings(self.student, teacher)
         self.readout = LinearReadout(arch.hidden_size, teacher.hidden_size)
         self.params = sum(p.numel() for p in self.student.parameters())
+        self.precision = config.resolved_precision
         self.checkpoints: list[Checkpoint] = []
         self.tokens_seen, self.train_s = 0, 0.0
+        self.snapshot_steps: set[int] = set()
+        self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
 
     # ---- training ---------------------------------------------------------------------------
 
@@ -245,6 +259,8 @@ class _Run:
                     bar.set_postfix(loss=f"{value:.4f}", refresh=False)
                 if step in checkpoint_steps:
                     checkpoint = self._checkpoint(step, sum(window_losses) / len(window_losses))
+                    if step in self.snapshot_steps:
+                        self.snapshots[step] = {k: v.detach().clone() for k, v in self.student.state_dict().items()}
                     window_losses = []
                     if self.on_checkpoint is not None and self.on_checkpoint(checkpoint) is True and step < steps:
                         status = "stopped"
@@ -274,7 +290,10 @@ class _Run:
             tokens_seen=self.tokens_seen,
             train_s=self.train_s,
             elapsed_s=time.perf_counter() - self.start,
+            precision=self.precision,
+            hardware=cpu_model(),
             student=self.student if done else None,
+            snapshots=self.snapshots if done else {},
             projections=self.projections if done else None,
         )
 
@@ -294,7 +313,7 @@ class _Run:
         for _ in range(batches):
             index = next(order)
             ids, mask = self._window(self.data.train, index)
-            out = self.student(ids, attention_mask=mask, output_hidden_states=True)
+            out = self._forward(ids, mask, hidden=True)
             targets = self.data.train.batch(index, self.per_head)
             embedding_fit.add(out.hidden_states[0], targets.hidden_states[0], mask)
             for s, t in self.mapping:
@@ -304,12 +323,22 @@ class _Run:
             linear.weight.copy_(weights[:-1].T)
             linear.bias.copy_(weights[-1])
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor):
-        return self.student(
-            ids,
-            attention_mask=mask,
-            output_hidden_states=bool(self.weights.feature),
-            output_attentions=bool(self.weights.attention),
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, *, hidden: bool | None = None) -> EncoderOutput:
+        """The student's outputs, computed under the run's precision and handed on in fp32."""
+        with autocast(self.precision):
+            out = self.student(
+                ids,
+                attention_mask=mask,
+                output_hidden_states=bool(self.weights.feature) if hidden is None else hidden,
+                output_attentions=bool(self.weights.attention) and hidden is None,
+            )
+        if self.precision == "fp32":
+            return out
+        return EncoderOutput(
+            last_hidden_state=out.last_hidden_state.float(),
+            pooler_output=out.pooler_output.float(),
+            hidden_states=tuple(h.float() for h in out.hidden_states),
+            attentions=tuple(a.float() for a in out.attentions),
         )
 
     @staticmethod

@@ -1,0 +1,327 @@
+"""Ground truth for the quality axis, and how well cheap proxies rank architectures against it.
+
+    python bench/quality.py genomes                       # the genome set: names, params, FLOPs
+    python bench/quality.py ground  [--threads 1] [--distill-steps 960] [--only NAME,...]
+    python bench/quality.py proxies [--threads 1] [--only NAME,...]
+    python bench/quality.py report                        # Kendall tau of every proxy vs the ground truth
+
+ground: each genome gets the long recipe: distillation from the teacher for ``--distill-steps``
+(8x the default short run on CPU; ask for more on a GPU), held-out checkpoints every 120 steps, a
+copy of the weights at half and at the full budget, and each copy fine-tuned on two downstream
+tasks built from real data (WordNet supersense of a gloss, 45 classes; and a sentence-pair view:
+do two glosses share a supersense) with a learning-rate sweep. Ground truth = mean dev accuracy
+of the two tasks at the full budget; the same at half the budget shows whether the ranking has
+converged. One CSV row per genome is appended as soon as it is done, so a stopped run resumes
+where it was (``bench/results/quality_ground_truth.csv``).
+
+proxies: the cheap scores a search could afford per candidate, on the same genomes, appended to
+``bench/results/quality_proxies.csv``; ``report`` joins both files and prints the taus, over all
+genomes and over those above 10M parameters.
+
+Deterministic: same settings, hardware and thread count give the same rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+warnings.filterwarnings("ignore")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+import nas  # noqa: E402
+from nas.arch import ArchConfig  # noqa: E402
+from nas.space import load_space  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GROUND_CSV = RESULTS / "quality_ground_truth.csv"
+PROXY_CSV = RESULTS / "quality_proxies.csv"
+TASKS = {"supersense": ("wordnet-supersense", 48), "pair": ("wordnet-pair", 64)}  # task, fine-tune seq_len
+TEACHER_SHAPE = dict(num_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536, embedding_size=384)
+
+
+def genome_set() -> dict[str, ArchConfig]:
+    """At least 20 genomes over 1-30M parameters and every kind the full space holds."""
+    named = {
+        "mobilebert": nas.reference("mobilebert").arch,
+        "mobilebert-tiny": nas.reference("mobilebert-tiny").arch,
+        "teacher-shape": ArchConfig(**TEACHER_SHAPE),
+        "squeezebert-6x384": ArchConfig(num_layers=6, hidden_size=384, num_attention_heads=6, intermediate_size=1536,
+                                        embedding_size=384, qkv_groups=4, intermediate_groups=4, output_groups=4),
+        "bert-4x512": ArchConfig(num_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048, embedding_size=512),
+        "bert-4x256": ArchConfig(num_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024, embedding_size=256),
+        "bert-2x128": ArchConfig(num_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512, embedding_size=128),
+        "bert-2x64-e32": ArchConfig(num_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=256, embedding_size=32),
+        "mobilebert-12l": ArchConfig(**(nas.reference("mobilebert").arch.to_dict() | {"num_layers": 12})),
+        # the old demo front's best and fastest kinds: 2 layers, a 64-wide bottleneck
+        "demo-2x768-b64": ArchConfig(num_layers=2, hidden_size=768, intra_bottleneck_size=64, embedding_size=256,
+                                     num_attention_heads=4, intermediate_size=512, attention_input="bottleneck"),
+        "demo-2x512-b64": ArchConfig(num_layers=2, hidden_size=512, intra_bottleneck_size=64, embedding_size=384,
+                                     num_attention_heads=4, intermediate_size=512, attention_input="bottleneck"),
+    }
+    # the rest: seeded draws from the full space, 1-30M parameters, at most 12 layers (CPU cost)
+    space = load_space("mobile")
+    drawn = 0
+    for arch in space.iter_samples(400, seed=7):
+        params = nas.count(arch).params
+        if 1e6 <= params <= 30e6 and arch.num_layers <= 12:
+            named[f"mobile-s7-{drawn:02d}"] = arch
+            drawn += 1
+            if drawn == 11:
+                break
+    return named
+
+
+# ---- CSV rows, appended one at a time -------------------------------------------------------
+
+
+def done_names(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    with path.open(newline="") as f:
+        return {row["name"] for row in csv.DictReader(f)}
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Append one row (header first on a new file), flushed and fsynced: a stop loses no finished row."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists() or path.stat().st_size == 0
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_rows(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    with path.open(newline="") as f:
+        return {row["name"]: row for row in csv.DictReader(f)}
+
+
+def provenance(threads: int) -> dict:
+    from nas.precision import cpu_model
+
+    import transformers
+
+    return {
+        "hardware": cpu_model(),
+        "machine": platform.node(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def selected(args) -> dict[str, ArchConfig]:
+    genomes = genome_set()
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = [n for n in wanted if n not in genomes]
+        if unknown:
+            sys.exit(f"quality.py: error: --only {unknown[0]}: not in the genome set (see `genomes`)")
+        genomes = {n: genomes[n] for n in wanted}
+    return genomes
+
+
+# ---- ground truth ------------------------------------------------------------------------------
+
+
+def finetune_both(student, tasks: dict, config) -> dict[str, dict]:
+    from nas.finetune.run import finetune
+
+    out = {}
+    for key, (task, seq_len) in tasks.items():
+        result = finetune(student, task, config.replace(seq_len=seq_len))
+        out[key] = result
+    return out
+
+
+def run_ground(args) -> None:
+    from nas.distill import DistillConfig, distill
+    from nas.finetune.run import FinetuneConfig
+    from nas.finetune.tasks import load_task
+    from tqdm import tqdm
+
+    torch.set_num_threads(args.threads)
+    genomes = selected(args)
+    todo = [n for n in genomes if n not in done_names(GROUND_CSV)]
+    tasks = {key: (load_task(name, max_train=args.train_examples, max_dev=args.dev_examples), seq)
+             for key, (name, seq) in TASKS.items()}
+    ft_config = FinetuneConfig(lrs=tuple(args.lrs), epochs=args.epochs, threads=args.threads, seed=0)
+    steps = args.distill_steps
+    half = steps // 2
+    config = DistillConfig(steps=steps, seed=0, threads=args.threads, num_checkpoints=steps // 120, heldout_examples=64)
+    if half not in config.checkpoint_steps:
+        sys.exit(f"quality.py: error: --distill-steps {steps}: must be a multiple of 240")
+    prov = provenance(args.threads)
+    for name in tqdm(todo, desc="ground truth", unit="genome"):
+        arch = genomes[name]
+        began = time.perf_counter()
+        result = distill(arch, config, snapshot_steps=(half, steps))
+        row = {"name": name, "arch_id": arch.id, "params": nas.count(arch).params, "flops": 2 * nas.count(arch, 128).macs,
+               "layers": arch.num_layers, "status": result.status, "distill_steps": steps}
+        if result.status != "ok":
+            row |= {"reason": result.reason}
+            append_row(GROUND_CSV, _complete_ground_row(row))
+            continue
+        row["score_curve"] = json.dumps({c.step: round(c.score, 5) for c in result.checkpoints})
+        row["heldout_curve"] = json.dumps({c.step: round(c.heldout_loss, 5) for c in result.checkpoints})
+        distill_s = time.perf_counter() - began
+        student = result.student
+        accs = {}
+        for label, step in (("half", half), ("full", steps)):
+            student.load_state_dict(result.snapshots[step])
+            for key, ft in finetune_both(student, tasks, ft_config).items():
+                accs[f"{label}_{key}_acc"] = round(ft.accuracy, 5)
+                accs[f"{label}_{key}_f1"] = round(ft.macro_f1, 5)
+                accs[f"{label}_{key}_lr"] = ft.best_lr
+        row |= accs
+        row["gt_half"] = round((accs["half_supersense_acc"] + accs["half_pair_acc"]) / 2, 5)
+        row["gt"] = round((accs["full_supersense_acc"] + accs["full_pair_acc"]) / 2, 5)
+        row["distill_s"] = round(distill_s, 1)
+        row["total_s"] = round(time.perf_counter() - began, 1)
+        row["precision"] = result.precision
+        row["reason"] = ""
+        append_row(GROUND_CSV, _complete_ground_row(row | {"settings": json.dumps({
+            "distill": {k: v for k, v in config.to_dict().items() if k in ("steps", "batch_size", "seq_len", "lr", "seed")},
+            "finetune": ft_config.to_dict() | {"train_examples": args.train_examples, "dev_examples": args.dev_examples},
+            "tasks": {k: v[0].describe() for k, v in tasks.items()}, "provenance": prov})}))
+        tqdm.write(f"{name}: gt {row['gt']:.4f} (half {row['gt_half']:.4f}) in {row['total_s']:.0f}s")
+
+
+GROUND_FIELDS = ["name", "arch_id", "params", "flops", "layers", "status", "distill_steps", "score_curve", "heldout_curve",
+                 *[f"{b}_{t}_{m}" for b in ("half", "full") for t in TASKS for m in ("acc", "f1", "lr")],
+                 "gt_half", "gt", "distill_s", "total_s", "precision", "reason", "settings"]
+
+
+def _complete_ground_row(row: dict) -> dict:
+    return {k: row.get(k, "") for k in GROUND_FIELDS}
+
+
+# ---- proxies -----------------------------------------------------------------------------------
+
+
+def run_proxies(args) -> None:
+    from nas.distill import DistillConfig, distill
+    from nas.distill.quality import probe_score
+    from tqdm import tqdm
+
+    torch.set_num_threads(args.threads)
+    genomes = selected(args)
+    todo = [n for n in genomes if n not in done_names(PROXY_CSV)]
+    for name in tqdm(todo, desc="proxies", unit="genome"):
+        arch = genomes[name]
+        row = {"name": name, "params": nas.count(arch).params, "flops": 2 * nas.count(arch, 128).macs}
+        for label, config in (
+            ("quick", DistillConfig.quick(seed=0, threads=args.threads, precision="fp32")),
+            ("default", DistillConfig(seed=0, threads=args.threads, precision="fp32", num_checkpoints=4)),
+            ("default_bf16", DistillConfig(seed=0, threads=args.threads, num_checkpoints=4)),
+            ("long3x", DistillConfig(steps=360, seed=0, threads=args.threads, num_checkpoints=6)),
+        ):
+            began = time.perf_counter()
+            result = distill(arch, config)
+            row[f"{label}_score"] = round(result.score, 5) if result.score is not None else ""
+            row[f"{label}_heldout"] = round(result.heldout_loss, 5) if result.heldout_loss is not None else ""
+            row[f"{label}_curve"] = json.dumps({c.step: round(c.score, 5) for c in result.checkpoints})
+            row[f"{label}_s"] = round(time.perf_counter() - began, 1)
+            if label == "default_bf16" and result.student is not None:
+                began = time.perf_counter()
+                row["probe_score"] = round(probe_score(result.student), 5)
+                row["probe_s"] = round(time.perf_counter() - began, 1)
+        append_row(PROXY_CSV, row)
+        tqdm.write(f"{name}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k.endswith("_score")))
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+
+def run_report(args) -> None:
+    from scipy.stats import kendalltau
+
+    ground, proxies = read_rows(GROUND_CSV), read_rows(PROXY_CSV)
+    names = [n for n in ground if ground[n]["status"] == "ok" and ground[n]["gt"]]
+    print(f"{len(names)} genomes with ground truth ({GROUND_CSV.name})")
+    print(f"{'genome':<20} {'params':>7} {'gt':>7} {'half':>7} {'supersense':>10} {'pair':>7}")
+    for n in sorted(names, key=lambda n: -float(ground[n]["gt"])):
+        g = ground[n]
+        print(f"{n:<20} {int(g['params']) / 1e6:6.1f}M {float(g['gt']):7.4f} {float(g['gt_half']):7.4f} "
+              f"{float(g['full_supersense_acc']):10.4f} {float(g['full_pair_acc']):7.4f}")
+    gt = {n: float(ground[n]["gt"]) for n in names}
+    half = {n: float(ground[n]["gt_half"]) for n in names}
+    print(f"\nconvergence: Kendall tau of the half-budget ranking vs the full one: {_tau(half, gt, names):.3f}")
+    both = [n for n in names if n in proxies]
+    big = [n for n in both if int(ground[n]["params"]) > 10e6]
+    columns = sorted({k for n in both for k in _derived(proxies[n])})
+    print(f"\nproxies on {len(both)} genomes ({len(big)} above 10M params): Kendall tau vs ground truth")
+    print(f"{'proxy':<28} {'all':>6} {'>10M':>6}")
+    for column in columns:
+        values = {n: _derived(proxies[n]).get(column) for n in both}
+        keep = [n for n in both if values[n] is not None]
+        keep_big = [n for n in big if values[n] is not None]
+        print(f"{column:<28} {_tau(values, gt, keep):6.3f} {_tau(values, gt, keep_big):6.3f}")
+    del kendalltau
+
+
+def _derived(row: dict) -> dict[str, float]:
+    """Every proxy a row supports, oriented so that higher means better."""
+    out: dict[str, float] = {}
+    for key, value in row.items():
+        if value in ("", None) or key == "name":
+            continue
+        if key.endswith("_score"):
+            out[key] = float(value)
+        elif key.endswith("_heldout"):
+            out[f"-{key}"] = -float(value)
+    if row.get("params"):
+        out["params"] = float(row["params"])
+        out["flops"] = float(row["flops"])
+    return out
+
+
+def _tau(values: dict, gt: dict, names: list[str]) -> float:
+    from scipy.stats import kendalltau
+
+    if len(names) < 3:
+        return float("nan")
+    return float(kendalltau([values[n] for n in names], [gt[n] for n in names]).statistic)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["genomes", "ground", "proxies", "report"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", help="comma-separated genome names")
+    parser.add_argument("--distill-steps", type=int, default=960)
+    parser.add_argument("--train-examples", type=int, default=1600)
+    parser.add_argument("--dev-examples", type=int, default=400)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3])
+    args = parser.parse_args()
+    if args.command == "genomes":
+        for name, arch in genome_set().items():
+            cost = nas.count(arch, 128)
+            print(f"{name:<20} {cost.params / 1e6:6.2f}M {2 * cost.macs / 1e9:7.2f} GFLOPs  {arch.id}")
+        return
+    {"ground": run_ground, "proxies": run_proxies, "report": run_report}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

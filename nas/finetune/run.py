@@ -1,0 +1,295 @@
+"""Fine-tune an encoder on a labelled task and report its dev accuracy and macro-F1.
+
+    result = finetune(student, load_task("wordnet-supersense"), FinetuneConfig(seed=0), tokenizer)
+
+The head is a linear classifier on the mean-pooled last hidden state (the pooling the student was
+distilled with), trained with the whole encoder: AdamW, linear warm-up and decay, gradient
+clipping, dropout 0.1 before the head. A single learning rate leaves many small students at the
+majority class, so the run sweeps ``lrs`` (the GLUE practice of BERT, MobileBERT and SqueezeBERT)
+and reports the best dev accuracy together with every learning rate's figures.
+
+Same encoder weights, task, settings, seed and thread count: the same numbers, bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas.errors import NasError
+from nas.finetune.tasks import Task
+from nas.model import Encoder
+from nas.precision import PRECISIONS, autocast, cpu_model, resolve_precision
+
+
+class FinetuneError(NasError):
+    """Bad fine-tuning settings; raised before any training."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How to fine-tune: plain values that round-trip to JSON."""
+
+    lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
+    epochs: int = 3
+    batch_size: int = 32
+    seq_len: int = 48  # tokens per example, pair included ([CLS] a [SEP] b [SEP])
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    dropout: float = 0.1
+    seed: int = 0
+    threads: int | None = None
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lrs, list):
+            object.__setattr__(self, "lrs", tuple(self.lrs))
+        if not self.lrs or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in self.lrs):
+            raise FinetuneError(f"fine-tune setting lrs={list(self.lrs)!r}: give one or more positive learning rates")
+        for name in ("epochs", "batch_size", "seq_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise FinetuneError(f"fine-tune setting {name}={value!r}: must be an integer of at least 1")
+        if self.seq_len < 8:
+            raise FinetuneError(f"fine-tune setting seq_len={self.seq_len}: must be at least 8 tokens")
+        if not 0 <= self.warmup_fraction < 1:
+            raise FinetuneError(f"fine-tune setting warmup_fraction={self.warmup_fraction!r}: must be in [0, 1)")
+        if not 0 <= self.dropout < 1:
+            raise FinetuneError(f"fine-tune setting dropout={self.dropout!r}: must be in [0, 1)")
+        if self.precision not in PRECISIONS:
+            raise FinetuneError(f"fine-tune setting precision={self.precision!r}: must be one of {', '.join(PRECISIONS)}")
+        if self.threads is not None and self.threads < 1:
+            raise FinetuneError(f"fine-tune setting threads={self.threads!r}: must be at least 1 (or null)")
+
+    def replace(self, **changes: Any) -> "FinetuneConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["lrs"] = list(self.lrs)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "fine-tune config") -> "FinetuneConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known) if isinstance(data, dict) else []
+        if not isinstance(data, dict) or unknown:
+            raise FinetuneError(f"{source}: expected a JSON object of {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+@dataclass
+class LrResult:
+    lr: float
+    accuracy: float
+    macro_f1: float
+    train_loss: float  # mean over the last epoch
+
+
+@dataclass
+class FinetuneResult:
+    task: dict[str, Any]
+    config: FinetuneConfig
+    accuracy: float  # dev accuracy at the best learning rate
+    macro_f1: float
+    best_lr: float
+    sweep: list[LrResult]
+    majority_accuracy: float
+    precision: str
+    hardware: str
+    train_s: float
+    examples_per_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "config": self.config.to_dict(),
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "best_lr": self.best_lr,
+            "sweep": [dataclasses.asdict(r) for r in self.sweep],
+            "majority_accuracy": self.majority_accuracy,
+            "precision": self.precision,
+            "hardware": self.hardware,
+            "train_s": self.train_s,
+            "examples_per_s": self.examples_per_s,
+        }
+
+
+class Classifier(nn.Module):
+    """An encoder with a linear head on its mean-pooled last hidden state."""
+
+    def __init__(self, encoder: Encoder, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.arch.hidden_size, num_labels)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, token_types: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(ids, attention_mask=mask, token_type_ids=token_types).last_hidden_state.float()
+        weights = mask.to(hidden.dtype).unsqueeze(-1)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        return self.head(self.dropout(pooled))
+
+
+@dataclass
+class Encoded:
+    ids: torch.Tensor  # (N, T) int
+    mask: torch.Tensor
+    token_types: torch.Tensor
+    labels: torch.Tensor  # (N,)
+
+
+def encode(tokenizer: Any, texts, pairs, labels, seq_len: int) -> Encoded:
+    """Tokenize a split to fixed-length tensors (truncating the longer text of a pair first)."""
+    out = tokenizer(
+        list(texts),
+        list(pairs) if pairs is not None else None,
+        max_length=seq_len,
+        truncation="longest_first" if pairs is not None else True,
+        padding="max_length",
+        return_tensors="pt",
+        return_token_type_ids=True,
+    )
+    return Encoded(out["input_ids"], out["attention_mask"], out["token_type_ids"], torch.tensor(list(labels)))
+
+
+def finetune(encoder: Encoder, task: Task, config: FinetuneConfig | None = None, tokenizer: Any = None,
+             *, progress: bool = False) -> FinetuneResult:
+    """Fine-tune copies of ``encoder`` at each learning rate of the sweep; the encoder itself is untouched.
+
+    ``tokenizer``: the one the encoder was trained with (default: the embedded teacher's).
+    """
+    config = config or FinetuneConfig()
+    if tokenizer is None:
+        from nas.distill.teacher import load_teacher
+
+        tokenizer = load_teacher(None).tokenizer
+    if encoder.arch.vocab_size != len(tokenizer):
+        raise FinetuneError(
+            f"genome {encoder.arch.id}: vocab_size {encoder.arch.vocab_size} does not match the tokenizer's {len(tokenizer)} tokens"
+        )
+    if encoder.arch.max_position_embeddings < config.seq_len:
+        raise FinetuneError(f"genome {encoder.arch.id}: takes at most {encoder.arch.max_position_embeddings} tokens; lower seq_len")
+    precision = resolve_precision(config.precision)
+    previous_threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        train = encode(tokenizer, task.train_texts, task.train_pairs, task.train_labels, config.seq_len)
+        dev = encode(tokenizer, task.dev_texts, task.dev_pairs, task.dev_labels, config.seq_len)
+        sweep, train_s = [], 0.0
+        for lr in config.lrs:
+            began = time.perf_counter()
+            sweep.append(_train_one(encoder, task.num_labels, train, dev, lr, config, precision, progress))
+            train_s += time.perf_counter() - began
+    finally:
+        torch.set_num_threads(previous_threads)
+    best = max(sweep, key=lambda r: (r.accuracy, r.macro_f1))
+    seen = len(train.labels) * config.epochs * len(config.lrs)
+    return FinetuneResult(
+        task=task.describe(),
+        config=config,
+        accuracy=best.accuracy,
+        macro_f1=best.macro_f1,
+        best_lr=best.lr,
+        sweep=sweep,
+        majority_accuracy=task.majority_accuracy(),
+        precision=precision,
+        hardware=cpu_model(),
+        train_s=train_s,
+        examples_per_s=seen / train_s if train_s > 0 else 0.0,
+    )
+
+
+def _train_one(encoder, num_labels, train: Encoded, dev: Encoded, lr, config: FinetuneConfig, precision, progress) -> LrResult:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = Classifier(copy.deepcopy(encoder), num_labels, config.dropout)
+        params = list(model.parameters())
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            ],
+            lr=lr,
+            fused=True,
+        )
+        n = len(train.labels)
+        per_epoch = math.ceil(n / config.batch_size)
+        steps = per_epoch * config.epochs
+        warmup = max(1, round(config.warmup_fraction * steps))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup))
+        )
+        generator = torch.Generator().manual_seed(config.seed)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps, desc=f"fine-tune lr {lr:g}", unit="step", leave=False, disable=None)
+        losses: list[float] = []
+        model.train()
+        for epoch in range(config.epochs):
+            order = torch.randperm(n, generator=generator)
+            losses = []
+            for lo in range(0, n, config.batch_size):
+                ids, mask, types = _trimmed(train, order[lo : lo + config.batch_size])
+                with autocast(precision):
+                    logits = model(ids, mask, types)
+                loss = nn.functional.cross_entropy(logits.float(), train.labels[order[lo : lo + config.batch_size]])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                schedule.step()
+                losses.append(float(loss.detach()))
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+        predicted = _predict(model, dev, config.batch_size * 2, precision)
+    accuracy, macro_f1 = classification_scores(predicted, dev.labels, num_labels)
+    train_loss = sum(losses) / len(losses) if losses else float("nan")
+    return LrResult(lr=lr, accuracy=accuracy, macro_f1=macro_f1, train_loss=train_loss)
+
+
+@torch.no_grad()
+def _predict(model: Classifier, data: Encoded, batch_size: int, precision: str) -> torch.Tensor:
+    model.eval()
+    out = []
+    for lo in range(0, len(data.labels), batch_size):
+        with autocast(precision):
+            logits = model(*_trimmed(data, torch.arange(lo, min(lo + batch_size, len(data.labels)))))
+        out.append(logits.float().argmax(-1))
+    return torch.cat(out)
+
+
+def _trimmed(data: Encoded, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch cut to its longest example: glosses are short, so most of a fixed window is padding."""
+    mask = data.mask[index]
+    length = max(1, int(mask.sum(1).max()))
+    return data.ids[index, :length], mask[:, :length], data.token_types[index, :length]
+
+
+def classification_scores(predicted: torch.Tensor, labels: torch.Tensor, num_labels: int) -> tuple[float, float]:
+    """Accuracy and macro-F1 (mean over the labels present in ``labels`` or ``predicted``)."""
+    accuracy = float((predicted == labels).float().mean())
+    f1s = []
+    for c in range(num_labels):
+        tp = int(((predicted == c) & (labels == c)).sum())
+        fp = int(((predicted == c) & (labels != c)).sum())
+        fn = int(((predicted != c) & (labels == c)).sum())
+        if tp + fp + fn:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    return accuracy, sum(f1s) / len(f1s) if f1s else 0.0

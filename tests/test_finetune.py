@@ -1,0 +1,176 @@
+"""nas.finetune (run and CLI), bf16 precision of runs, weight snapshots and the downstream probe."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from nas.cli import main
+from nas.distill import DistillConfig, DistillError, distill, load_teacher
+from nas.distill.quality import probe_score, ridge_probe_accuracy
+from nas.finetune import FinetuneConfig, FinetuneError, finetune, load_task
+from nas.finetune.run import classification_scores
+from nas.model import build_model
+from nas.precision import cpu_has_fast_bf16, resolve_precision
+from nas.space import load_space
+
+TINY = load_space("tiny").genome(
+    {"num_layers": 2, "intra_bottleneck_size": None, "attention_input": "hidden", "num_attention_heads": 2,
+     "qkv_groups": 1, "intermediate_size": 64, "num_ffn": 1, "intermediate_groups": 1, "output_groups": 1,
+     "trigram_input": False, "activation": "gelu", "norm": "layer_norm"}
+)  # fmt: skip
+WORDS = ["river", "stone", "music", "anger", "cloud", "metal", "bread", "dance"]
+
+
+@pytest.fixture(scope="module")
+def task_file(tmp_path_factory):
+    """A small two-class CSV: the label says whether the sentence names something you can eat."""
+    root = tmp_path_factory.mktemp("task")
+    rows = ["text,label"]
+    food = ["bread", "apple", "cheese", "soup", "rice", "fish"]
+    other = ["stone", "cloud", "metal", "river", "chair", "song"]
+    for i in range(60):
+        noun, label = (food[i % 6], "food") if i % 2 else (other[i % 6], "thing")
+        rows.append(f"the {WORDS[i % 8]} and the {noun} were near,{label}")
+    path = root / "food.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_config(tmp_path_factory) -> DistillConfig:
+    return DistillConfig.quick(steps=4, seq_len=16, batch_size=4, heldout_examples=8, num_checkpoints=2, threads=1,
+                               cache_dir=str(tmp_path_factory.mktemp("cache")))  # fmt: skip
+
+
+def _ft_config(**changes) -> FinetuneConfig:
+    return FinetuneConfig(lrs=(1e-3, 3e-3), epochs=2, batch_size=8, seq_len=16, threads=1, **changes)
+
+
+def test_finetune_is_deterministic_and_leaves_the_encoder_untouched(task_file):
+    torch.manual_seed(0)
+    encoder = build_model(TINY)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    task = load_task(str(task_file))
+    first = finetune(encoder, task, _ft_config(), load_teacher(None).tokenizer)
+    second = finetune(encoder, task, _ft_config(), load_teacher(None).tokenizer)
+    assert [r.__dict__ for r in first.sweep] == [r.__dict__ for r in second.sweep]
+    assert first.accuracy == max(r.accuracy for r in first.sweep)
+    assert len(first.sweep) == 2 and first.best_lr in (1e-3, 3e-3)
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+    record = first.to_dict()
+    assert json.loads(json.dumps(record))["task"]["num_labels"] == 2
+
+
+def test_classification_scores_by_hand():
+    predicted = torch.tensor([0, 0, 1, 1, 2])
+    labels = torch.tensor([0, 1, 1, 1, 0])
+    accuracy, macro_f1 = classification_scores(predicted, labels, 3)
+    assert accuracy == pytest.approx(3 / 5)
+    # class 0: tp 1 fp 1 fn 1 -> 0.5; class 1: tp 2 fp 0 fn 1 -> 0.8; class 2: tp 0 fp 1 -> 0
+    assert macro_f1 == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+@pytest.mark.parametrize("changes, field", [({"lrs": ()}, "lrs"), ({"lrs": (-1.0,)}, "lrs"), ({"epochs": 0}, "epochs"),
+                                             ({"precision": "fp16"}, "precision"), ({"seq_len": 4}, "seq_len")])  # fmt: skip
+def test_bad_finetune_settings_name_the_field(changes, field):
+    with pytest.raises(FinetuneError, match=field):
+        FinetuneConfig(**changes)
+
+
+def test_vocabulary_mismatch_is_refused_before_training(task_file):
+    encoder = build_model(TINY.replace(vocab_size=100))
+    with pytest.raises(FinetuneError, match="vocab_size 100"):
+        finetune(encoder, load_task(str(task_file)), _ft_config(), load_teacher(None).tokenizer)
+
+
+# ---- precision and snapshots ------------------------------------------------------------------
+
+
+def test_auto_precision_follows_the_cpu_and_is_recorded(small_config):
+    assert resolve_precision("auto") == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    assert resolve_precision("fp32") == "fp32"
+    result = distill(TINY, small_config.replace(precision="bf16"))
+    assert result.status == "ok" and result.precision == "bf16" and result.hardware
+    assert result.to_dict()["precision"] == "bf16"
+    again = distill(TINY, small_config.replace(precision="bf16"))
+    assert [c.score for c in again.checkpoints] == [c.score for c in result.checkpoints]
+
+
+def test_bad_precision_is_a_distill_error():
+    with pytest.raises(DistillError, match="precision"):
+        DistillConfig(precision="fp16")
+
+
+def test_snapshots_keep_the_weights_at_the_asked_checkpoints(small_config):
+    result = distill(TINY, small_config.replace(precision="fp32"), snapshot_steps=(2, 4))
+    assert sorted(result.snapshots) == [2, 4]
+    final = result.student.state_dict()
+    assert all(torch.equal(final[k], v) for k, v in result.snapshots[4].items())
+    assert any(not torch.equal(final[k], v) for k, v in result.snapshots[2].items())
+
+
+# ---- the probe ----------------------------------------------------------------------------------
+
+
+def test_ridge_probe_separates_separable_classes_and_not_noise():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 4
+    centres = torch.randn(4, 16, generator=generator, dtype=torch.float64) * 5
+    features = centres[labels] + torch.randn(200, 16, generator=generator, dtype=torch.float64)
+    assert ridge_probe_accuracy(features[:150], labels[:150], features[150:], labels[150:], 4) > 0.95
+    noise = torch.randn(200, 16, generator=generator, dtype=torch.float64)
+    assert ridge_probe_accuracy(noise[:150], labels[:150], noise[150:], labels[150:], 4) < 0.5
+
+
+def test_probe_score_is_an_accuracy_and_deterministic():
+    torch.manual_seed(0)
+    encoder = build_model(TINY)
+    first, second = probe_score(encoder), probe_score(encoder)
+    assert first == second and 0.0 <= first <= 1.0
+
+
+# ---- CLI ----------------------------------------------------------------------------------------
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_finetunes_a_saved_student(capsys, tmp_path, task_file, small_config):
+    genome = TINY.save(tmp_path / "genome.json")
+    code, _, _ = run(capsys, "distill", "--arch", str(genome), "--preset", "quick", "--steps", "2", "--seq-len", "16",
+                     "--batch-size", "4", "--checkpoints", "1", "--threads", "1", "--cache-dir", small_config.cache_dir,
+                     "--save", str(tmp_path / "student"), "--json")  # fmt: skip
+    assert code == 0
+    code, out, _ = run(capsys, "finetune", "--student", str(tmp_path / "student"), "--task", str(task_file),
+                       "--lr", "1e-3", "--epochs", "1", "--batch-size", "8", "--seq-len", "16", "--threads", "1", "--json")  # fmt: skip
+    assert code == 0
+    record = json.loads(out)
+    assert record["arch_id"] == TINY.id and 0.0 <= record["accuracy"] <= 1.0
+    assert record["task"]["num_labels"] == 2 and record["sweep"][0]["lr"] == 1e-3
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--label-column", "kind"], "no label column 'kind'"),
+        (["--text-column", "sentence"], "sentence"),
+    ],
+)
+def test_cli_bad_task_input_is_one_line_before_training(capsys, tmp_path, task_file, flags, message):
+    # --arch bert-base would take minutes to distil: the error must come first
+    code, out, err = run(capsys, "finetune", "--arch", "bert-base", "--task", str(task_file), *flags)
+    assert code == 2 and out == ""
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_missing_task_file_and_folder_student(capsys, tmp_path, task_file):
+    code, _, err = run(capsys, "finetune", "--arch", "bert-base", "--task", str(tmp_path / "none.csv"))
+    assert code == 2 and "none.csv" in err
+    code, _, err = run(capsys, "finetune", "--student", str(task_file), "--task", str(task_file))
+    assert code == 2 and "not a folder" in err
