@@ -174,3 +174,14 @@ def test_cli_missing_task_file_and_folder_student(capsys, tmp_path, task_file):
     assert code == 2 and "none.csv" in err
     code, _, err = run(capsys, "finetune", "--student", str(task_file), "--task", str(task_file))
     assert code == 2 and "not a folder" in err
+
+
+def test_probe_scored_run_reports_the_probe_as_its_score(small_config):
+    cosine = distill(TINY, small_config.replace(precision="fp32"))
+    probed = distill(TINY, small_config.replace(precision="fp32", score="probe"))
+    assert [c.cosine for c in probed.checkpoints] == [c.cosine for c in cosine.checkpoints]
+    assert all(c.score == c.probe and 0.0 <= c.probe <= 1.0 for c in probed.checkpoints)
+    assert all(c.probe is None and c.score == c.cosine for c in cosine.checkpoints)
+    assert probed.score == probed.checkpoints[-1].probe
+    with pytest.raises(DistillError, match="score"):
+        DistillConfig(score="bleu")

@@ -13,6 +13,7 @@ from nas.precision import PRECISIONS, resolve_precision
 
 
 INIT_EMBEDDINGS = ("teacher", "random")
+SCORES = ("cosine", "probe")
 
 
 class DistillError(NasError):
@@ -50,6 +51,7 @@ class DistillConfig:
     train_examples: int | None = None  # cap on the training pool (None: every window not held out)
     divergence_factor: float | None = 10.0  # smoothed training loss above this x its maximum before the first checkpoint
     cache_dir: str | None = None  # tokenized corpora and datasets; None: $NAS_CACHE_DIR or ~/.cache/nas
+    score: str = "cosine"  # the checkpoint score: "cosine" (teacher embedding) or "probe" (downstream linear probe)
     precision: str = "auto"  # "auto" (bf16 where the CPU has AVX512-BF16/AMX), "fp32" or "bf16" autocast
 
     def __post_init__(self) -> None:
@@ -134,6 +136,8 @@ class DistillConfig:
                 raise fail(name, "must be at least 1 (or null)")
         if self.seq_len < 8:
             raise fail("seq_len", "must be at least 8 tokens ([CLS] and [SEP] take two)")
+        if self.score not in SCORES:
+            raise fail("score", f"must be one of {', '.join(SCORES)}")
         if self.precision not in PRECISIONS:
             raise fail("precision", f"must be one of {', '.join(PRECISIONS)}")
         if self.init_embeddings not in INIT_EMBEDDINGS:

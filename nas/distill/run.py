@@ -25,6 +25,7 @@ from nas.arch import ArchConfig
 from nas.distill.config import DistillConfig, DistillError
 from nas.distill.data import DistillData, TargetStore, prepare_data
 from nas.distill.data import mean_pool
+from nas.distill.quality import probe_score
 from nas.distill.losses import LinearReadout, LossWeights, Projections, distillation_losses, layer_mapping
 from nas.distill.teacher import Teacher, load_teacher
 from nas.model import Encoder, EncoderOutput, build_model
@@ -39,9 +40,12 @@ PROJECTION_FIT_BATCHES = 4
 class Checkpoint:
     """The held-out evaluation after ``step`` of ``steps`` training steps.
 
-    ``score`` is the mean cosine similarity, in [-1, 1], between the student's projected,
-    mean-pooled sentence embedding and the teacher's on the held-out windows (1 = the teacher's
-    embedding exactly). ``heldout_loss`` is the weighted distillation loss there (lower is better).
+    ``score`` is the quality signal the run was configured to read (``DistillConfig.score``):
+    ``cosine``, the mean cosine similarity in [-1, 1] between the student's projected, mean-pooled
+    sentence embedding and the teacher's on the held-out windows (1 = the teacher's embedding
+    exactly), or ``probe``, the accuracy in [0, 1] of a linear probe of the student's features on
+    the embedded downstream task (``nas.distill.quality``). ``cosine`` is always reported, ``probe``
+    when it was computed. ``heldout_loss`` is the weighted distillation loss there (lower is better).
     """
 
     index: int  # 1-based: Ray Tune's training_iteration
@@ -49,6 +53,8 @@ class Checkpoint:
     steps: int
     heldout_loss: float
     score: float
+    cosine: float
+    probe: float | None
     feature_loss: float
     attention_loss: float
     output_loss: float
@@ -373,6 +379,7 @@ class _Run:
         if self.data.baseline_score is None:
             self.data.baseline_score = _constant_baseline(store)
         means = {name: value / n for name, value in sums.items()}
+        probe = probe_score(self.student, self.teacher.tokenizer) if self.config.score == "probe" else None
         if not all(math.isfinite(v) for v in means.values()):
             raise _Diverged(f"held-out loss became {means['total']} at step {step}; try a lower lr")
         checkpoint = Checkpoint(
@@ -380,7 +387,9 @@ class _Run:
             step=step,
             steps=self.config.steps,
             heldout_loss=means["total"],
-            score=means["cosine"],
+            score=probe if self.config.score == "probe" else means["cosine"],
+            cosine=means["cosine"],
+            probe=probe,
             feature_loss=means["feature"],
             attention_loss=means["attention"],
             output_loss=means["output"],
