@@ -6,10 +6,10 @@
     python bench/quality.py report                        # Kendall tau of every proxy vs the ground truth
 
 ground: each genome gets the long recipe: distillation from the teacher for ``--distill-steps``
-(8x the default short run on CPU; ask for more on a GPU), held-out checkpoints every 120 steps, a
+(640 on CPU: 16x the search's quick preset, 5.3x the default run; ask for more on a GPU), held-out checkpoints every 80 steps, a
 copy of the weights at half and at the full budget, and each copy fine-tuned on two downstream
 tasks built from real data (WordNet supersense of a gloss, 45 classes; and a sentence-pair view:
-do two glosses share a supersense) with a learning-rate sweep. Ground truth = mean dev accuracy
+do two glosses share a supersense), at the learning rates of ``--lrs`` (best dev accuracy kept). Ground truth = mean dev accuracy
 of the two tasks at the full budget; the same at half the budget shows whether the ranking has
 converged. One CSV row per genome is appended as soon as it is done, so a stopped run resumes
 where it was (``bench/results/quality_ground_truth.csv``).
@@ -168,9 +168,9 @@ def run_ground(args) -> None:
     ft_config = FinetuneConfig(lrs=tuple(args.lrs), epochs=args.epochs, threads=args.threads, seed=0)
     steps = args.distill_steps
     half = steps // 2
-    config = DistillConfig(steps=steps, seed=0, threads=args.threads, num_checkpoints=steps // 120, heldout_examples=64)
+    config = DistillConfig(steps=steps, seed=0, threads=args.threads, num_checkpoints=steps // 80, heldout_examples=64)
     if half not in config.checkpoint_steps:
-        sys.exit(f"quality.py: error: --distill-steps {steps}: must be a multiple of 240")
+        sys.exit(f"quality.py: error: --distill-steps {steps}: must be a multiple of 160")
     prov = provenance(args.threads)
     for name in tqdm(todo, desc="ground truth", unit="genome"):
         arch = genomes[name]
@@ -278,6 +278,22 @@ def run_report(args) -> None:
         keep_big = [n for n in big if values[n] is not None]
         print(f"{column:<28} {_tau(values, gt, keep):6.3f} {_tau(values, gt, keep_big):6.3f}")
     del kendalltau
+    print("\nASHA: of the genomes in the top third at a run's last checkpoint, how many a first-rung cut "
+          "(keep the top third) would have stopped; tau of the first rung vs the last")
+    for label in ("quick", "default_bf16", "long3x"):
+        curves = {n: {int(k): v for k, v in json.loads(proxies[n][f"{label}_curve"]).items()} for n in proxies
+                  if proxies[n].get(f"{label}_curve")}  # fmt: skip
+        if len(curves) < 6:
+            continue
+        for rung_index in range(len(next(iter(curves.values()))) - 1):
+            rung = sorted(next(iter(curves.values())))[rung_index]
+            first = {n: c[rung] for n, c in curves.items()}
+            last = {n: c[max(c)] for n, c in curves.items()}
+            k = max(1, len(curves) // 3)
+            top_last = set(sorted(curves, key=lambda n: -last[n])[:k])
+            kept = set(sorted(curves, key=lambda n: -first[n])[:k])
+            print(f"  {label:<14} rung at step {rung:>4}: {len(top_last - kept)}/{k} of the final top third stopped; "
+                  f"tau {_tau(first, last, list(curves)):.3f}")
 
 
 def _derived(row: dict) -> dict[str, float]:
@@ -290,10 +306,37 @@ def _derived(row: dict) -> dict[str, float]:
             out[key] = float(value)
         elif key.endswith("_heldout"):
             out[f"-{key}"] = -float(value)
+        elif key.endswith("_curve"):
+            curve = {int(k): v for k, v in json.loads(value).items()}
+            if len(curve) >= 3:
+                out[f"{key[:-6]}_extrapolated"] = extrapolate(curve, EXTRAPOLATE_TO)
     if row.get("params"):
         out["params"] = float(row["params"])
         out["flops"] = float(row["flops"])
     return out
+
+
+EXTRAPOLATE_TO = 640  # the ground truth's distillation budget
+
+
+def extrapolate(curve: dict[int, float], to_step: int) -> float:
+    """A learning-curve extrapolation: the least-squares fit of s(t) = a - b * t^-c (c on a grid) at ``to_step``.
+
+    Uses the second half of the checkpoints: the first ones sit in the warm-up, where the score can dip.
+    """
+    import numpy as np
+
+    steps = sorted(curve)[len(curve) // 2 - 1 :]
+    t = np.array(steps, dtype=float)
+    y = np.array([curve[k] for k in steps])
+    best = None
+    for c in (0.25, 0.5, 1.0, 2.0):
+        x = np.stack([np.ones_like(t), -(t ** -c)], axis=1)
+        (a, b), *_ = np.linalg.lstsq(x, y, rcond=None)
+        error = float(((x @ np.array([a, b]) - y) ** 2).sum())
+        if best is None or error < best[0]:
+            best = (error, a - b * to_step ** -c)
+    return float(best[1])
 
 
 def _tau(values: dict, gt: dict, names: list[str]) -> float:
@@ -309,11 +352,11 @@ def main() -> None:
     parser.add_argument("command", choices=["genomes", "ground", "proxies", "report"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", help="comma-separated genome names")
-    parser.add_argument("--distill-steps", type=int, default=960)
-    parser.add_argument("--train-examples", type=int, default=1600)
+    parser.add_argument("--distill-steps", type=int, default=640)
+    parser.add_argument("--train-examples", type=int, default=1000)
     parser.add_argument("--dev-examples", type=int, default=400)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3])
     args = parser.parse_args()
     if args.command == "genomes":
         for name, arch in genome_set().items():

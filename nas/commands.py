@@ -41,6 +41,10 @@ def register(subparsers) -> None:
         "--distill-steps", type=_positive_int, default=None, metavar="N",
         help="also score each design by an N-step distillation from the default teacher (slow for large designs)",
     )
+    reproduce.add_argument(
+        "--quality", action="store_true",
+        help="also score each design the way the default search scores candidates (its distillation settings; cached)",
+    )
     reproduce.add_argument("--seed", type=int, default=0, help="seed of the distillation runs")
     reproduce.set_defaults(func=_reproduce)
 
@@ -105,7 +109,13 @@ def _reproduce(args) -> int:
 
     names = reference_names() if args.name == "all" else [reference(args.name).name]
     distill_config = None
-    if args.distill_steps:
+    if args.quality:
+        from nas.search.settings import DEFAULTS
+
+        distill_config = DEFAULTS.distill_config().replace(seed=args.seed, threads=None)
+        if args.distill_steps:
+            distill_config = distill_config.replace(steps=args.distill_steps)
+    elif args.distill_steps:
         from nas.distill import DistillConfig
 
         distill_config = DistillConfig(steps=args.distill_steps, seed=args.seed)

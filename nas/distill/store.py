@@ -79,3 +79,39 @@ def load_student(path: str | Path) -> Encoder:
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().contiguous().clone() for name, tensor in module.state_dict().items()}
+
+
+def cached_score(arch: ArchConfig, config: "DistillConfig") -> dict[str, Any]:  # noqa: F821
+    """The outcome of ``distill(arch, config)`` without the weights, computed once per genome and settings.
+
+    Kept as JSON in ``<cache>/quality/`` under the genome's id and a hash of the settings that decide
+    the numbers (not threads or the cache folder), so ``nas reproduce --quality`` and ``nas report``
+    place the reference designs on the quality axis without distilling them again.
+    """
+    import hashlib
+
+    from nas.distill.run import distill
+
+    decisive = {k: v for k, v in config.to_dict().items() if k not in ("threads", "cache_dir")}
+    digest = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(config.resolved_cache_dir) / "quality" / f"{arch.id}-{digest}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass  # not cached yet, or unreadable: compute it again
+    result = distill(arch, config)
+    last = result.checkpoints[-1] if result.checkpoints else None
+    record = {
+        "arch_id": arch.id, "status": result.status, "score": result.score,
+        "cosine": last.cosine if last else None, "probe": last.probe if last else None,
+        "heldout_loss": result.heldout_loss, "params": result.params,
+        "seconds": round(result.elapsed_s, 1), "precision": result.precision, "settings": decisive,
+    }  # fmt: skip
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs a recomputation next time
+    return record

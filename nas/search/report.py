@@ -51,6 +51,14 @@ class RunResults:
         if cheap:
             scorer = CheapScorer(cheap, settings.seq_len)
             references = {name: scorer.scores(reference(name).arch) for name in reference_names()}
+            if any(o.name == "distill" for o in objectives):
+                from nas.distill.store import cached_score
+
+                config = settings.distill_config()
+                for name in settings.quality_references:
+                    record = cached_score(reference(name).arch, config)
+                    if record["score"] is not None:
+                        references[name]["distill"] = float(record["score"])
         return cls(run, settings, objectives, records, front, references)
 
     @property
@@ -187,13 +195,26 @@ def _draw_references(ax, results: RunResults, x: Objective, y: Objective | None)
             ax.annotate(name, (scores[x.name], scores[y.name]), fontsize=7, xytext=(4, 4), textcoords="offset points")
         return "stars: reference designs, scored the same way"
     if not x.expensive:
-        for (value, names), low in zip(_grouped(results.references, x.name), _staggered(results.references, x.name)):
+        scored, lines = _split_references(results, y)
+        for name, scores in scored.items():
+            ax.scatter([scores[x.name]], [scores[y.name]], marker="*", s=120, color="#e63946", zorder=4)
+            ax.annotate(name, (scores[x.name], scores[y.name]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        for (value, names), low in zip(_grouped(lines, x.name), _staggered(lines, x.name)):
             ax.axvline(value, color="#e63946", lw=0.8, ls="--", alpha=0.7)
             ax.annotate(", ".join(names), (value, 0.5 if low else 1.0), xycoords=("data", "axes fraction"), rotation=90,
                         fontsize=7, va="top", ha="right", color="#e63946")
         what = "distilled" if y is not None and y.expensive else "scored"
-        return f"dashed lines: reference designs, not {what} (too expensive)"
+        stars = "stars: reference designs distilled like the candidates; " if scored else ""
+        return f"{stars}dashed lines: reference designs, not {what} (too expensive)" if lines else stars.rstrip("; ")
     return ""
+
+
+def _split_references(results: RunResults, y: Objective | None) -> tuple[dict, dict]:
+    """(references that have a score on the y axis, the rest): points and lines on the plot."""
+    if y is None:
+        return {}, dict(results.references)
+    scored = {n: s for n, s in results.references.items() if y.name in s}
+    return scored, {n: s for n, s in results.references.items() if n not in scored}
 
 
 def _grouped(references: dict[str, dict[str, float]], metric: str, within: float = 0.03) -> list[tuple[float, list[str]]]:
@@ -247,7 +268,14 @@ def _html(results: RunResults) -> str:
                     marker=dict(symbol="star", size=14, color="#e63946"),
                 ))
             else:
-                for (value, names), low in zip(_grouped(results.references, x.name), _staggered(results.references, x.name)):
+                scored, lines = _split_references(results, y)
+                if scored:
+                    fig.add_trace(go.Scatter(
+                        x=[s[x.name] for s in scored.values()], y=[s[y.name] for s in scored.values()],
+                        mode="markers+text", text=list(scored), textposition="top right",
+                        name="reference designs, distilled like the candidates", marker=dict(symbol="star", size=14, color="#e63946"),
+                    ))
+                for (value, names), low in zip(_grouped(lines, x.name), _staggered(lines, x.name)):
                     fig.add_vline(x=value, line_dash="dash", line_color="#e63946", opacity=0.6,
                                   annotation_text=", ".join(names), annotation_textangle=-90, annotation_font_size=10,
                                   annotation_position="bottom left" if low else "top left")
@@ -345,15 +373,19 @@ def markdown(results: RunResults, png: str = "pareto.png", html_name: str = "par
     if results.references:
         cheap = [o.name for o in results.objectives if not o.expensive]
         expensive = [o.name for o in results.objectives if o.expensive]
+        distilled = [n for n, scores in results.references.items() if any(e in scores for e in expensive)]
+        others = [n for n in results.references if n not in distilled]
         lines += [
             "",
             "## Reference designs on the same axes",
             "",
-            "Scored the way the search scored candidates (" + ", ".join(f"`{c}`" for c in cheap) + ")."
-            + (f" Not distilled: {', '.join(expensive)} would cost a full distillation per design, so the plot shows "
-               "them as lines at their cheap coordinate." if expensive else ""),
+            "Scored the way the search scored candidates (" + ", ".join(f"`{c}`" for c in cheap + expensive) + ")."
+            + (f" Distilled with the search's own settings (cached): {', '.join(distilled)}, the stars on the plot." if distilled else "")
+            + (f" Not distilled: {', '.join(others)}; {', '.join(expensive)} would cost a full distillation per design, "
+               "so the plot shows them as lines at their cheap coordinate." if expensive and others else ""),
             "",
         ]
+        cheap = cheap + (expensive if distilled else [])
         published_cols = [c for c in cheap if c.startswith("latency_ms@")]
         header = "| design | " + " | ".join(cheap) + "".join(f" | published {c}" for c in published_cols) + " |"
         lines += [header, "|---|" + "---|" * (len(cheap) + len(published_cols))]

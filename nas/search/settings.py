@@ -41,6 +41,9 @@ class SearchSettings:
     asha: bool = True
     asha_reduction_factor: int = 3
     asha_grace_fraction: float = 0.25  # first rung at this fraction of the distillation steps
+    # Reference designs placed on the quality axis of the report: distilled with the search's own
+    # settings once, then cached (nas.distill.store.cached_score). [] to skip.
+    quality_references: list[str] = field(default_factory=lambda: ["mobilebert", "mobilebert-tiny"])
     keep_students: bool = False  # save Pareto students' weights (safetensors) for `nas export`
     max_failures: int = 2  # Ray retries of a trial whose worker or node died
     # Seconds each trial keeps its CPUs after scoring: a stand-in for slow scorers when rehearsing
@@ -105,6 +108,11 @@ class SearchSettings:
             raise fail("constraints", "must be a list of strings such as 'params<=30e6'")
         if not isinstance(self.distill, dict):
             raise fail("distill", "must be an object of DistillConfig fields")
+        from nas.references import reference_names
+
+        known = reference_names()
+        if not isinstance(self.quality_references, list) or not all(n in known for n in self.quality_references):
+            raise fail("quality_references", f"must be a list of reference names ({', '.join(known)})")
 
     def distill_config(self):
         """The nas.distill.DistillConfig each trial runs: the preset, the overrides, and torch
