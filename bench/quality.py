@@ -154,8 +154,52 @@ def finetune_both(student, tasks: dict, config) -> dict[str, dict]:
     return out
 
 
+STUDENTS = Path(__file__).resolve().parent.parent / "runs" / "quality" / "students"
+
+
+def distill_with_retries(arch: ArchConfig, config, snapshot_steps: tuple[int, ...], retries: int = 2):
+    """A long run that diverges says the learning rate was too high, not that the genome is bad:
+    retry at half the rate (twice at most), and record the rate that trained."""
+    from nas.distill import distill
+
+    lr = config.lr
+    for attempt in range(retries + 1):
+        result = distill(arch, config.replace(lr=lr), snapshot_steps=snapshot_steps)
+        if result.status != "diverged" or attempt == retries:
+            return result, lr
+        lr /= 2
+
+
+def save_snapshots(name: str, result) -> None:
+    """Keep each snapshot's weights (runs/quality/students/NAME/STEP.safetensors), so that another
+    fine-tuning protocol can be tried without distilling again."""
+    from safetensors.torch import save_file
+
+    folder = STUDENTS / name
+    folder.mkdir(parents=True, exist_ok=True)
+    result.arch.save(folder / "genome.json")
+    for step, state in result.snapshots.items():
+        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / f"{step}.safetensors"))
+
+
+def _claimed_by_another(marker: Path) -> bool:
+    try:
+        pid = int(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False  # a stopped run: its genome is free again
+    except PermissionError:
+        pass
+    return True
+
+
 def run_ground(args) -> None:
-    from nas.distill import DistillConfig, distill
+    from nas.distill import DistillConfig
     from nas.finetune.run import FinetuneConfig
     from nas.finetune.tasks import load_task
     from tqdm import tqdm
@@ -172,16 +216,23 @@ def run_ground(args) -> None:
     if half not in config.checkpoint_steps:
         sys.exit(f"quality.py: error: --distill-steps {steps}: must be a multiple of 160")
     prov = provenance(args.threads)
+    if args.reverse:
+        todo.reverse()
     for name in tqdm(todo, desc="ground truth", unit="genome"):
+        if name in done_names(GROUND_CSV) or _claimed_by_another(STUDENTS / name / "claimed"):
+            continue  # finished, or being run by another live process (one per core)
+        (STUDENTS / name).mkdir(parents=True, exist_ok=True)
+        (STUDENTS / name / "claimed").write_text(str(os.getpid()))
         arch = genomes[name]
         began = time.perf_counter()
-        result = distill(arch, config, snapshot_steps=(half, steps))
+        result, lr = distill_with_retries(arch, config, (half, steps))
         row = {"name": name, "arch_id": arch.id, "params": nas.count(arch).params, "flops": 2 * nas.count(arch, 128).macs,
-               "layers": arch.num_layers, "status": result.status, "distill_steps": steps}
+               "layers": arch.num_layers, "status": result.status, "distill_steps": steps, "distill_lr": lr}
         if result.status != "ok":
             row |= {"reason": result.reason}
             append_row(GROUND_CSV, _complete_ground_row(row))
             continue
+        save_snapshots(name, result)
         row["score_curve"] = json.dumps({c.step: round(c.score, 5) for c in result.checkpoints})
         row["heldout_curve"] = json.dumps({c.step: round(c.heldout_loss, 5) for c in result.checkpoints})
         distill_s = time.perf_counter() - began
@@ -207,7 +258,7 @@ def run_ground(args) -> None:
         tqdm.write(f"{name}: gt {row['gt']:.4f} (half {row['gt_half']:.4f}) in {row['total_s']:.0f}s")
 
 
-GROUND_FIELDS = ["name", "arch_id", "params", "flops", "layers", "status", "distill_steps", "score_curve", "heldout_curve",
+GROUND_FIELDS = ["name", "arch_id", "params", "flops", "layers", "status", "distill_steps", "distill_lr", "score_curve", "heldout_curve",
                  *[f"{b}_{t}_{m}" for b in ("half", "full") for t in TASKS for m in ("acc", "f1", "lr")],
                  "gt_half", "gt", "distill_s", "total_s", "precision", "reason", "settings"]
 
@@ -352,6 +403,7 @@ def main() -> None:
     parser.add_argument("command", choices=["genomes", "ground", "proxies", "report"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", help="comma-separated genome names")
+    parser.add_argument("--reverse", action="store_true", help="work through the genomes from the end (a second process)")
     parser.add_argument("--distill-steps", type=int, default=640)
     parser.add_argument("--train-examples", type=int, default=1000)
     parser.add_argument("--dev-examples", type=int, default=400)

@@ -29,6 +29,10 @@ from nas.model import Encoder
 from nas.precision import PRECISIONS, autocast, cpu_model, resolve_precision
 
 
+HEAD_INITS = ("probe", "random")
+PROBE_FIT_STEPS = 300
+
+
 class FinetuneError(NasError):
     """Bad fine-tuning settings; raised before any training."""
 
@@ -48,6 +52,9 @@ class FinetuneConfig:
     seed: int = 0
     threads: int | None = None
     precision: str = "auto"
+    # "probe": LP-FT (Kumar et al., 2022): the head starts as a logistic regression fit on the frozen
+    # encoder's features, and that head alone is scored too (reported as lr 0); "random": a random head.
+    head_init: str = "probe"
 
     def __post_init__(self) -> None:
         if isinstance(self.lrs, list):
@@ -66,6 +73,8 @@ class FinetuneConfig:
             raise FinetuneError(f"fine-tune setting dropout={self.dropout!r}: must be in [0, 1)")
         if self.precision not in PRECISIONS:
             raise FinetuneError(f"fine-tune setting precision={self.precision!r}: must be one of {', '.join(PRECISIONS)}")
+        if self.head_init not in HEAD_INITS:
+            raise FinetuneError(f"fine-tune setting head_init={self.head_init!r}: must be one of {', '.join(HEAD_INITS)}")
         if self.threads is not None and self.threads < 1:
             raise FinetuneError(f"fine-tune setting threads={self.threads!r}: must be at least 1 (or null)")
 
@@ -188,11 +197,17 @@ def finetune(encoder: Encoder, task: Task, config: FinetuneConfig | None = None,
     try:
         train = encode(tokenizer, task.train_texts, task.train_pairs, task.train_labels, config.seq_len)
         dev = encode(tokenizer, task.dev_texts, task.dev_pairs, task.dev_labels, config.seq_len)
-        sweep, train_s = [], 0.0
+        sweep, train_s, head = [], 0.0, None
+        began = time.perf_counter()
+        if config.head_init == "probe":
+            head = fit_head(encoder, train, task.num_labels, config.batch_size * 2, precision)
+            probe = Classifier(encoder, task.num_labels, config.dropout)
+            probe.head.load_state_dict(head)
+            accuracy, macro_f1 = classification_scores(_predict(probe, dev, config.batch_size * 2, precision), dev.labels, task.num_labels)
+            sweep.append(LrResult(lr=0.0, accuracy=accuracy, macro_f1=macro_f1, train_loss=float("nan")))
         for lr in config.lrs:
-            began = time.perf_counter()
-            sweep.append(_train_one(encoder, task.num_labels, train, dev, lr, config, precision, progress))
-            train_s += time.perf_counter() - began
+            sweep.append(_train_one(encoder, task.num_labels, train, dev, lr, config, precision, progress, head))
+        train_s += time.perf_counter() - began
     finally:
         torch.set_num_threads(previous_threads)
     best = max(sweep, key=lambda r: (r.accuracy, r.macro_f1))
@@ -212,10 +227,45 @@ def finetune(encoder: Encoder, task: Task, config: FinetuneConfig | None = None,
     )
 
 
-def _train_one(encoder, num_labels, train: Encoded, dev: Encoded, lr, config: FinetuneConfig, precision, progress) -> LrResult:
+def fit_head(encoder: Encoder, data: Encoded, num_labels: int, batch_size: int, precision: str) -> dict[str, torch.Tensor]:
+    """A linear head fit by multinomial logistic regression on the frozen encoder's pooled features.
+
+    Full-batch Adam on standardised features (any encoder's scale, NoNorm's included, fits the
+    same way), folded back into a head that reads the raw features. Deterministic.
+    """
+    encoder.eval()
+    with torch.no_grad():
+        features = []
+        for lo in range(0, len(data.labels), batch_size):
+            ids, mask, types = _trimmed(data, torch.arange(lo, min(lo + batch_size, len(data.labels))))
+            with autocast(precision):
+                hidden = encoder(ids, attention_mask=mask, token_type_ids=types).last_hidden_state.float()
+            weights = mask.to(hidden.dtype).unsqueeze(-1)
+            features.append((hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0))
+        x = torch.cat(features)
+        mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+        z = (x - mean) / std
+    linear = nn.Linear(x.shape[1], num_labels)
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    optimizer = torch.optim.Adam(linear.parameters(), lr=0.05)
+    for _ in range(PROBE_FIT_STEPS):
+        loss = nn.functional.cross_entropy(linear(z), data.labels) + 1e-3 * linear.weight.square().sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        weight = linear.weight / std  # W z + b = (W / std) x + (b - (W / std) mean)
+        return {"weight": weight.clone(), "bias": (linear.bias - weight @ mean).clone()}
+
+
+def _train_one(encoder, num_labels, train: Encoded, dev: Encoded, lr, config: FinetuneConfig, precision, progress,
+               head: dict[str, torch.Tensor] | None = None) -> LrResult:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = Classifier(copy.deepcopy(encoder), num_labels, config.dropout)
+        if head is not None:
+            model.head.load_state_dict(head)
         params = list(model.parameters())
         optimizer = torch.optim.AdamW(
             [
