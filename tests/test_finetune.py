@@ -46,7 +46,7 @@ def small_config(tmp_path_factory) -> DistillConfig:
 
 
 def _ft_config(**changes) -> FinetuneConfig:
-    return FinetuneConfig(lrs=(1e-3, 3e-3), epochs=2, batch_size=8, seq_len=16, threads=1, **changes)
+    return FinetuneConfig(**({"lrs": (1e-3, 3e-3), "epochs": 2, "batch_size": 8, "seq_len": 16, "threads": 1} | changes))
 
 
 def test_finetune_is_deterministic_and_leaves_the_encoder_untouched(task_file):
@@ -58,7 +58,8 @@ def test_finetune_is_deterministic_and_leaves_the_encoder_untouched(task_file):
     second = finetune(encoder, task, _ft_config(), load_teacher(None).tokenizer)
     assert [r.__dict__ for r in first.sweep] == [r.__dict__ for r in second.sweep]
     assert first.accuracy == max(r.accuracy for r in first.sweep)
-    assert len(first.sweep) == 2 and first.best_lr in (1e-3, 3e-3)
+    # LP-FT: the logistic-regression head alone is scored first (lr 0), then each learning rate
+    assert [r.lr for r in first.sweep] == [0.0, 1e-3, 3e-3] and first.best_lr in (0.0, 1e-3, 3e-3)
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
     record = first.to_dict()
     assert json.loads(json.dumps(record))["task"]["num_labels"] == 2
@@ -73,7 +74,19 @@ def test_classification_scores_by_hand():
     assert macro_f1 == pytest.approx((0.5 + 0.8 + 0.0) / 3)
 
 
-@pytest.mark.parametrize("changes, field", [({"lrs": ()}, "lrs"), ({"lrs": (-1.0,)}, "lrs"), ({"epochs": 0}, "epochs"),
+def test_random_head_skips_the_probe_and_the_probe_head_reads_separable_text(task_file):
+    torch.manual_seed(0)
+    encoder = build_model(TINY)
+    task = load_task(str(task_file))
+    tokenizer = load_teacher(None).tokenizer
+    random_head = finetune(encoder, task, _ft_config(head_init="random", lrs=(1e-3,)), tokenizer)
+    assert [r.lr for r in random_head.sweep] == [1e-3]
+    # even a random encoder's pooled token vectors separate food from things: the probe head must find it
+    probed = finetune(encoder, task, _ft_config(lrs=(1e-3,)), tokenizer)
+    assert probed.sweep[0].lr == 0.0 and probed.sweep[0].accuracy > task.majority_accuracy()
+
+
+@pytest.mark.parametrize("changes, field", [({"lrs": ()}, "lrs"), ({"head_init": "zeros"}, "head_init"), ({"lrs": (-1.0,)}, "lrs"), ({"epochs": 0}, "epochs"),
                                              ({"precision": "fp16"}, "precision"), ({"seq_len": 4}, "seq_len")])  # fmt: skip
 def test_bad_finetune_settings_name_the_field(changes, field):
     with pytest.raises(FinetuneError, match=field):
@@ -152,7 +165,7 @@ def test_cli_finetunes_a_saved_student(capsys, tmp_path, task_file, small_config
     assert code == 0
     record = json.loads(out)
     assert record["arch_id"] == TINY.id and 0.0 <= record["accuracy"] <= 1.0
-    assert record["task"]["num_labels"] == 2 and record["sweep"][0]["lr"] == 1e-3
+    assert record["task"]["num_labels"] == 2 and [r["lr"] for r in record["sweep"]] == [0.0, 1e-3]
 
 
 @pytest.mark.parametrize(

@@ -79,7 +79,8 @@ def _finetune(args) -> int:
         return 0
     for r in result.sweep:
         mark = "  <- best" if r.lr == result.best_lr else ""
-        out.write(f"  lr {r.lr:<8g} dev accuracy {r.accuracy:.4f}  macro-F1 {r.macro_f1:.4f}  train loss {r.train_loss:.4f}{mark}\n")
+        what = "head only (LP)" if r.lr == 0 else f"lr {r.lr:g}"
+        out.write(f"  {what:<14} dev accuracy {r.accuracy:.4f}  macro-F1 {r.macro_f1:.4f}  train loss {r.train_loss:.4f}{mark}\n")
     out.write(f"dev accuracy {result.accuracy:.4f}, macro-F1 {result.macro_f1:.4f} (lr {result.best_lr:g}; {result.precision}, "
               f"{result.examples_per_s:,.0f} examples/s, {result.train_s:.1f}s)\n")  # fmt: skip
     return 0

@@ -200,11 +200,11 @@ def finetune(encoder: Encoder, task: Task, config: FinetuneConfig | None = None,
         sweep, train_s, head = [], 0.0, None
         began = time.perf_counter()
         if config.head_init == "probe":
-            head = fit_head(encoder, train, task.num_labels, config.batch_size * 2, precision)
+            head, head_loss = fit_head(encoder, train, task.num_labels, config.batch_size * 2, precision)
             probe = Classifier(encoder, task.num_labels, config.dropout)
             probe.head.load_state_dict(head)
             accuracy, macro_f1 = classification_scores(_predict(probe, dev, config.batch_size * 2, precision), dev.labels, task.num_labels)
-            sweep.append(LrResult(lr=0.0, accuracy=accuracy, macro_f1=macro_f1, train_loss=float("nan")))
+            sweep.append(LrResult(lr=0.0, accuracy=accuracy, macro_f1=macro_f1, train_loss=head_loss))
         for lr in config.lrs:
             sweep.append(_train_one(encoder, task.num_labels, train, dev, lr, config, precision, progress, head))
         train_s += time.perf_counter() - began
@@ -227,11 +227,12 @@ def finetune(encoder: Encoder, task: Task, config: FinetuneConfig | None = None,
     )
 
 
-def fit_head(encoder: Encoder, data: Encoded, num_labels: int, batch_size: int, precision: str) -> dict[str, torch.Tensor]:
+def fit_head(encoder: Encoder, data: Encoded, num_labels: int, batch_size: int, precision: str) -> tuple[dict[str, torch.Tensor], float]:
     """A linear head fit by multinomial logistic regression on the frozen encoder's pooled features.
 
     Full-batch Adam on standardised features (any encoder's scale, NoNorm's included, fits the
-    same way), folded back into a head that reads the raw features. Deterministic.
+    same way), folded back into a head that reads the raw features. Deterministic. Returns the
+    head's state and its final training loss.
     """
     encoder.eval()
     with torch.no_grad():
@@ -256,7 +257,8 @@ def fit_head(encoder: Encoder, data: Encoded, num_labels: int, batch_size: int, 
         optimizer.step()
     with torch.no_grad():
         weight = linear.weight / std  # W z + b = (W / std) x + (b - (W / std) mean)
-        return {"weight": weight.clone(), "bias": (linear.bias - weight @ mean).clone()}
+        head = {"weight": weight.clone(), "bias": (linear.bias - weight @ mean).clone()}
+    return head, float(loss.detach())
 
 
 def _train_one(encoder, num_labels, train: Encoded, dev: Encoded, lr, config: FinetuneConfig, precision, progress,
