@@ -267,6 +267,35 @@ def _complete_ground_row(row: dict) -> dict:
     return {k: row.get(k, "") for k in GROUND_FIELDS}
 
 
+def run_extra_task(args) -> None:
+    """Fine-tune the kept students (both snapshots) on one more task: quality_ground_truth_TASK.csv."""
+    from safetensors.torch import load_file
+    from tqdm import tqdm
+
+    from nas.finetune.run import FinetuneConfig, finetune
+    from nas.finetune.tasks import load_task
+    from nas.model import build_model
+
+    torch.set_num_threads(args.threads)
+    path = RESULTS / f"quality_ground_truth_{args.task}.csv"
+    ground = read_rows(GROUND_CSV)
+    task = load_task(args.task, max_train=args.train_examples, max_dev=args.dev_examples)
+    ft_config = FinetuneConfig(lrs=tuple(args.lrs), epochs=args.epochs, threads=args.threads, seed=0, seq_len=48)
+    for name in tqdm([n for n in ground if ground[n]["status"] == "ok"], desc=args.task, unit="genome"):
+        if name in done_names(path):
+            continue
+        steps = int(ground[name]["distill_steps"])
+        folder = STUDENTS / name
+        encoder = build_model(ArchConfig.load(folder / "genome.json"))
+        row = {"name": name}
+        for label, step in (("half", steps // 2), ("full", steps)):
+            encoder.load_state_dict(load_file(str(folder / f"{step}.safetensors")))
+            result = finetune(encoder, task, ft_config)
+            row |= {f"{label}_acc": round(result.accuracy, 5), f"{label}_f1": round(result.macro_f1, 5), f"{label}_lr": result.best_lr}
+        append_row(path, row | {"settings": json.dumps(ft_config.to_dict() | {"task": task.describe()})})
+        tqdm.write(f"{name}: {args.task} {row['full_acc']:.4f} (half {row['half_acc']:.4f})")
+
+
 # ---- proxies -----------------------------------------------------------------------------------
 
 
@@ -308,13 +337,26 @@ def run_report(args) -> None:
     from scipy.stats import kendalltau
 
     ground, proxies = read_rows(GROUND_CSV), read_rows(PROXY_CSV)
-    names = [n for n in ground if ground[n]["status"] == "ok" and ground[n]["gt"]]
-    print(f"{len(names)} genomes with ground truth ({GROUND_CSV.name})")
-    print(f"{'genome':<20} {'params':>7} {'gt':>7} {'half':>7} {'supersense':>10} {'pair':>7}")
+    tasks = args.gt_tasks.split(",")
+    accuracy: dict[str, dict[str, dict[str, float]]] = {}  # task -> half/full -> name -> accuracy
+    for task in tasks:
+        if task in TASKS:
+            rows = {n: {"half": r.get(f"half_{task}_acc"), "full": r.get(f"full_{task}_acc")} for n, r in ground.items()}
+        else:
+            rows = {n: {"half": r["half_acc"], "full": r["full_acc"]} for n, r in read_rows(RESULTS / f"quality_ground_truth_{task}.csv").items()}
+        accuracy[task] = {b: {n: float(v[b]) for n, v in rows.items() if v[b]} for b in ("half", "full")}
+    names = [n for n in ground if ground[n]["status"] == "ok" and all(n in accuracy[t]["full"] for t in tasks)]
+    for n in names:
+        ground[n]["gt"] = sum(accuracy[t]["full"][n] for t in tasks) / len(tasks)
+        ground[n]["gt_half"] = sum(accuracy[t]["half"][n] for t in tasks) / len(tasks)
+    print(f"{len(names)} genomes with ground truth = mean dev accuracy of {', '.join(tasks)} ({GROUND_CSV.name})")
+    print(f"{'genome':<20} {'params':>7} {'gt':>7} {'half':>7} " + " ".join(f"{t:>12}" for t in tasks))
     for n in sorted(names, key=lambda n: -float(ground[n]["gt"])):
         g = ground[n]
         print(f"{n:<20} {int(g['params']) / 1e6:6.1f}M {float(g['gt']):7.4f} {float(g['gt_half']):7.4f} "
-              f"{float(g['full_supersense_acc']):10.4f} {float(g['full_pair_acc']):7.4f}")
+              + " ".join(f"{accuracy[t]['full'][n]:12.4f}" for t in tasks))
+    for t in tasks:
+        print(f"  {t}: tau half vs full {_tau(accuracy[t]['half'], accuracy[t]['full'], names):.3f}")
     gt = {n: float(ground[n]["gt"]) for n in names}
     half = {n: float(ground[n]["gt_half"]) for n in names}
     print(f"\nconvergence: Kendall tau of the half-budget ranking vs the full one: {_tau(half, gt, names):.3f}")
@@ -400,9 +442,11 @@ def _tau(values: dict, gt: dict, names: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["genomes", "ground", "proxies", "report"])
+    parser.add_argument("command", choices=["genomes", "ground", "extra-task", "proxies", "report"])
+    parser.add_argument("--task", default="wordnet-pos", help="extra-task: the embedded task to fine-tune the kept students on")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", help="comma-separated genome names")
+    parser.add_argument("--gt-tasks", default="supersense,pair", help="report: the tasks whose mean accuracy is the ground truth")
     parser.add_argument("--reverse", action="store_true", help="work through the genomes from the end (a second process)")
     parser.add_argument("--distill-steps", type=int, default=640)
     parser.add_argument("--train-examples", type=int, default=1000)
@@ -415,7 +459,7 @@ def main() -> None:
             cost = nas.count(arch, 128)
             print(f"{name:<20} {cost.params / 1e6:6.2f}M {2 * cost.macs / 1e9:7.2f} GFLOPs  {arch.id}")
         return
-    {"ground": run_ground, "proxies": run_proxies, "report": run_report}[args.command](args)
+    {"ground": run_ground, "extra-task": run_extra_task, "proxies": run_proxies, "report": run_report}[args.command](args)
 
 
 if __name__ == "__main__":
