@@ -295,8 +295,8 @@ def distill_run(local_ray, tmp_path_factory):
     space_path.write_text(yaml.safe_dump(space))
     settings = SearchSettings(
         space=str(space_path), objectives=["params", "distill"], constraints=[], trials=10, sampler="random", seed=4,
-        concurrency=1, keep_students=True, asha_reduction_factor=2,
-        distill={"steps": 8, "num_checkpoints": 2, "seq_len": 16, "batch_size": 4, "heldout_examples": 8},
+        concurrency=1, keep_students=True, asha_reduction_factor=2, time_budget_s=None,  # trials, not a busy machine's clock, end it
+        distill={"steps": 8, "num_checkpoints": 2, "seq_len": 16, "batch_size": 4, "heldout_examples": 8, "score": "probe"},
     )
     run = RunDir(root / "run")
     outcome = run_search(settings, run, progress=False)
@@ -327,6 +327,12 @@ def test_distillation_trials_report_checkpoints_asha_prunes_and_crashes_are_reco
     # Students are kept for exactly the Pareto-optimal genomes.
     kept = sorted(p.name for p in run.students_dir.iterdir())
     assert kept == sorted(p["genome_id"] for p in front) and all(p["student"] for p in front)
+    # The quality objective is the score the settings ask for: here the downstream probe, an accuracy.
+    for point in front:
+        record = json.loads((run.root / point["student"] / "distill.json").read_text())
+        assert record["config"]["score"] == "probe"
+        assert point["scores"]["distill"] == record["score"] == record["checkpoints"][-1]["probe"]
+        assert 0.0 <= point["scores"]["distill"] <= 1.0
 
 
 def test_export_carries_a_kept_students_weights_into_transformers(distill_run, tmp_path):

@@ -9,7 +9,8 @@ from dataclasses import fields
 from pathlib import Path
 from nas.cli import positive_int as _positive_int
 
-HELP = "distil a teacher into a genome for a short, fixed budget and score it (held-out cosine to the teacher)"
+HELP = ("distil a teacher into a genome for a short, fixed budget and score it (a downstream linear probe, "
+        "or the held-out cosine to the teacher)")
 
 
 def register(subparsers) -> None:
@@ -18,8 +19,11 @@ def register(subparsers) -> None:
     defaults = DistillConfig()
     p = subparsers.add_parser("distill", help=HELP, description=HELP)
     p.add_argument("--arch", required=True, help="GENOME.json, or a reference name (mobilebert, squeezebert, ...)")
-    p.add_argument("--preset", choices=["default", "quick"], default="default",
-                   help="default: the default short run; quick: the cheap preset for tiny genomes")  # fmt: skip
+    p.add_argument("--preset", choices=["default", "search", "quick"], default="default",
+                   help="default: the default run (probe-scored); search: the same scored once, as the search does; "
+                   "quick: a cheap smoke test (teacher cosine, not a quality signal)")  # fmt: skip
+    p.add_argument("--score", choices=["probe", "cosine"], help="the quality read-out: a linear probe on the embedded "
+                   "downstream task (default) or the held-out cosine to the teacher's sentence embedding")  # fmt: skip
     p.add_argument("--steps", type=_positive_int, help=f"training steps (default run: {defaults.steps})")
     p.add_argument("--seed", type=int, help="seed of the student's init and the data order (default 0)")
     p.add_argument("--teacher", help="a transformers BERT-family model folder or hub id, or a folder saved by --save "
@@ -68,7 +72,7 @@ def config_from_args(args) -> "DistillConfig":  # noqa: F821 - imported lazily t
     """The DistillConfig the flags describe: preset, then --config's JSON, then each flag given."""
     from nas.distill.config import DistillConfig, DistillError
 
-    data: dict = DistillConfig.quick().to_dict() if args.preset == "quick" else {}
+    data: dict = getattr(DistillConfig, args.preset)().to_dict() if args.preset != "default" else {}
     if args.config is not None:
         try:
             data |= json.loads(args.config.read_text())
@@ -100,7 +104,7 @@ def _distill(args) -> int:
             out.write(json.dumps({"type": "checkpoint", "arch_id": arch.id} | checkpoint.to_dict()) + "\n")
         else:
             out.write(
-                f"step {checkpoint.step:>6}/{checkpoint.steps}  score {checkpoint.score:.4f}  "
+                f"step {checkpoint.step:>6}/{checkpoint.steps}  score {checkpoint.score:.4f} (cosine {checkpoint.cosine:.4f})  "
                 f"held-out loss {checkpoint.heldout_loss:.4f} (feature {checkpoint.feature_loss:.4f}, "
                 f"attention {checkpoint.attention_loss:.4f}, output {checkpoint.output_loss:.4f})  "
                 f"train loss {checkpoint.train_loss:.4f}  {checkpoint.tokens_seen:,} tokens  {checkpoint.elapsed_s:.1f}s\n"
@@ -115,13 +119,14 @@ def _distill(args) -> int:
         summary = {k: v for k, v in result.to_dict().items() if k != "checkpoints"}
         out.write(json.dumps({"type": "result"} | summary) + "\n")
     else:
-        baseline = f" (a constant embedding scores {result.baseline_score:.4f})" if result.baseline_score is not None else ""
+        baseline = (f" (a constant embedding scores {result.baseline_score:.4f} on the cosine)"
+                    if result.baseline_score is not None else "")  # fmt: skip
         score = "-" if result.score is None else f"{result.score:.4f}"
         out.write(
             f"{result.status}: {result.reason}\n"
             f"genome {arch.id} ({result.params:,} params), teacher {result.teacher['name']}, "
             f"corpus {result.data['source']}\n"
-            f"score {score}{baseline}; {result.tokens_seen:,} training tokens, "
+            f"score {score} ({result.config.score}){baseline}; {result.tokens_seen:,} training tokens, "
             f"{result.tokens_per_s:,.0f} tokens/s, {result.elapsed_s:.1f}s\n"
         )
         if args.save is not None and result.status == "ok":

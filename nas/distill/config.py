@@ -22,7 +22,11 @@ class DistillError(NasError):
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """How to distil a candidate. The defaults are the *default short run*; ``quick()`` is cheaper.
+    """How to distil a candidate. The defaults are the *default run*, the shipped quality signal:
+    120 steps, then a linear probe of the student on the embedded downstream task
+    (``score="probe"``; it ranks architectures like their trained quality, where the teacher cosine
+    of a short run ranks them backwards: docs/quality.md). ``search()`` is the same with one
+    checkpoint; ``quick()`` is a cheap smoke-test preset whose score is not a quality signal.
 
     ``teacher=None`` is the embedded all-MiniLM-L6-v2; ``data=None`` the embedded corpus (the Python
     reference manual from ``pydoc_data.topics``); ``threads=None`` the CPUs this process may use.
@@ -46,12 +50,12 @@ class DistillConfig:
     feature_weight: float = 1.0
     attention_weight: float = 1.0
     output_weight: float = 1.0
-    num_checkpoints: int = 4
+    num_checkpoints: int = 2
     heldout_examples: int = 64
     train_examples: int | None = None  # cap on the training pool (None: every window not held out)
     divergence_factor: float | None = 10.0  # smoothed training loss above this x its maximum before the first checkpoint
     cache_dir: str | None = None  # tokenized corpora and datasets; None: $NAS_CACHE_DIR or ~/.cache/nas
-    score: str = "cosine"  # the checkpoint score: "cosine" (teacher embedding) or "probe" (downstream linear probe)
+    score: str = "probe"  # the checkpoint score: "probe" (downstream linear probe) or "cosine" (teacher embedding)
     precision: str = "auto"  # "auto" (bf16 where the CPU has AVX512-BF16/AMX), "fp32" or "bf16" autocast
 
     def __post_init__(self) -> None:
@@ -59,9 +63,18 @@ class DistillConfig:
 
     @classmethod
     def quick(cls, **changes: Any) -> "DistillConfig":
-        """The cheap preset: tiny genomes in tests and the embedded-default search (about 1 s each)."""
-        base = {"steps": 40, "seq_len": 32, "batch_size": 8, "heldout_examples": 32, "num_checkpoints": 2}
+        """The cheap preset for tests and smoke runs (about 1 s for a tiny genome): 40 steps, teacher cosine.
+
+        Not a quality signal: against the ground truth its ranking has Kendall tau about 0.1 (docs/quality.md).
+        """
+        base = {"steps": 40, "seq_len": 32, "batch_size": 8, "heldout_examples": 32, "num_checkpoints": 2, "score": "cosine"}
         return cls(**(base | changes))
+
+    @classmethod
+    def search(cls, **changes: Any) -> "DistillConfig":
+        """The search's preset: the default run scored once, at its end (so no ASHA rung: early rungs
+        of these runs stop the genomes that rank best at the end; docs/quality.md)."""
+        return cls(**({"num_checkpoints": 1} | changes))
 
     def replace(self, **changes: Any) -> "DistillConfig":
         return dataclasses.replace(self, **changes)

@@ -34,8 +34,9 @@ class SearchSettings:
     cpus_per_trial: int = 1  # each trial sets torch threads to this
     concurrency: int | None = None  # trials at once; None: cluster CPUs // cpus_per_trial
     population_size: int | None = None  # NSGA-II generation size; None: min(50, max(8, trials // 12))
-    # Distillation: the preset of nas.distill.DistillConfig (e.g. "quick") and fields to override.
-    distill_preset: str = "quick"
+    # Distillation: the preset of nas.distill.DistillConfig ("search": the default run, probe-scored
+    # once at its end; "quick" for smoke tests) and fields to override.
+    distill_preset: str = "search"
     distill: dict[str, Any] = field(default_factory=dict)
     # Successive halving (ASHA) on the distillation score reported at each checkpoint.
     asha: bool = True
@@ -135,7 +136,7 @@ class SearchSettings:
 
 
 # What `nas search` with no arguments runs: the embedded mobile space, the shipped Pixel 4 profile,
-# the default teacher and corpus with the quick distillation preset; about ten minutes on 2 cores.
-# Its time budget, not `trials`, ends it (some 50 distillations on 2 cores, many of them stopped
-# by ASHA, which NSGA-II does not count towards a generation), so generations of 8.
+# the default teacher and corpus with the search distillation preset; about ten minutes on 2 cores.
+# Its time budget, not `trials`, ends it (some 20-40 probe-scored distillations on 2 cores), so
+# generations of 8.
 DEFAULTS = SearchSettings(population_size=8)
