@@ -334,8 +334,6 @@ def run_proxies(args) -> None:
 
 
 def run_report(args) -> None:
-    from scipy.stats import kendalltau
-
     ground, proxies = read_rows(GROUND_CSV), read_rows(PROXY_CSV)
     tasks = args.gt_tasks.split(",")
     accuracy: dict[str, dict[str, dict[str, float]]] = {}  # task -> half/full -> name -> accuracy
@@ -370,7 +368,6 @@ def run_report(args) -> None:
         keep = [n for n in both if values[n] is not None]
         keep_big = [n for n in big if values[n] is not None]
         print(f"{column:<28} {_tau(values, gt, keep):6.3f} {_tau(values, gt, keep_big):6.3f}")
-    del kendalltau
     print("\nASHA: of the genomes in the top third at a run's last checkpoint, how many a first-rung cut "
           "(keep the top third) would have stopped; tau of the first rung vs the last")
     for label in ("quick", "default_bf16", "long3x"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from nas.distill.data import mean_pool
 from nas.model import Encoder
 
 PROBE_TASK = "wordnet-supersense"
@@ -30,8 +31,7 @@ def probe_features(encoder: Encoder, ids: torch.Tensor, mask: torch.Tensor, batc
         length = max(1, int(m.sum(1).max()))
         m = m[:, :length]
         result = encoder(ids[lo : lo + batch_size, :length], attention_mask=m, output_hidden_states=True)
-        weights = m.unsqueeze(-1).float()
-        pooled = [(h.float() * weights).sum(1) / weights.sum(1).clamp_min(1.0) for h in (result.hidden_states[0], result.last_hidden_state)]
+        pooled = [mean_pool(h.float(), m) for h in (result.hidden_states[0], result.last_hidden_state)]
         out.append(torch.cat(pooled, dim=1).double())
     return torch.cat(out)
 

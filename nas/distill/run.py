@@ -144,9 +144,7 @@ def distill(
         teacher = load_teacher(config.teacher, config.resolved_cache_dir)
         check_compatible(arch, teacher, config)
         data = prepare_data(config, teacher)
-        run = _Run(arch, config, teacher, data, on_checkpoint, progress, start)
-        run.snapshot_steps = set(snapshot_steps)
-        return run.train()
+        return _Run(arch, config, teacher, data, on_checkpoint, progress, start, snapshot_steps).train()
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -174,7 +172,8 @@ class _Diverged(Exception):
 class _Run:
     """The state of one run; ``train`` drives it to a DistillResult."""
 
-    def __init__(self, arch, config: DistillConfig, teacher: Teacher, data: DistillData, on_checkpoint, progress, start):
+    def __init__(self, arch, config: DistillConfig, teacher: Teacher, data: DistillData, on_checkpoint, progress, start,
+                 snapshot_steps=()):
         self.arch, self.config, self.teacher, self.data = arch, config, teacher, data
         self.on_checkpoint, self.progress, self.start = on_checkpoint, progress, start
         self.mapping = layer_mapping(arch.num_layers, teacher.num_layers)
@@ -193,7 +192,7 @@ class _Run:
         self.precision = config.resolved_precision
         self.checkpoints: list[Checkpoint] = []
         self.tokens_seen, self.train_s = 0, 0.0
-        self.snapshot_steps: set[int] = set()
+        self.snapshot_steps = set(snapshot_steps)
         self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
 
     # ---- training ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas.distill.data import mean_pool
 from nas.errors import NasError
 from nas.finetune.tasks import Task
 from nas.model import Encoder
@@ -146,9 +147,7 @@ class Classifier(nn.Module):
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, token_types: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(ids, attention_mask=mask, token_type_ids=token_types).last_hidden_state.float()
-        weights = mask.to(hidden.dtype).unsqueeze(-1)
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        return self.head(self.dropout(pooled))
+        return self.head(self.dropout(mean_pool(hidden, mask)))
 
 
 @dataclass
@@ -241,8 +240,7 @@ def fit_head(encoder: Encoder, data: Encoded, num_labels: int, batch_size: int, 
             ids, mask, types = _trimmed(data, torch.arange(lo, min(lo + batch_size, len(data.labels))))
             with autocast(precision):
                 hidden = encoder(ids, attention_mask=mask, token_type_ids=types).last_hidden_state.float()
-            weights = mask.to(hidden.dtype).unsqueeze(-1)
-            features.append((hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0))
+            features.append(mean_pool(hidden, mask))
         x = torch.cat(features)
         mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
         z = (x - mean) / std
