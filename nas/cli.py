@@ -12,7 +12,7 @@ import os
 import sys
 import warnings
 
-from nas.errors import NasError
+from nas.errors import NasError, path_error
 
 # Modules that add subcommands: each has ``register(subparsers)``; the handler it sets as
 # ``func`` takes the parsed args and returns an exit code.
@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except NasError as err:
         sys.stderr.write(f"nas: error: {err}\n")
+        return 2
+    except OSError as err:
+        if not err.filename:
+            raise
+        # A path the command writes or reads that the OS refuses (a read-only folder, a full disk).
+        sys.stderr.write(f"nas: error: {path_error(err.filename, err, 'access')}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("nas: interrupted\n")

@@ -5,6 +5,8 @@ Imports optuna but not ray, so the sample-efficiency benchmark can drive Optuna 
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +65,56 @@ def load_study(path: Path) -> optuna.Study:
 
 def trial_state(name: str) -> Any:
     return getattr(optuna.trial.TrialState, name)
+
+
+# ---- the journal as the record of every trial ------------------------------------------------------
+
+# The fields of a trials.csv row that are kept as Optuna user attributes, so the journal alone can
+# rebuild trials.csv (a torn or lost CSV) and optuna-dashboard shows each trial's status and reason.
+# The genome is not among them: it is the trial's params, mapped through the run's space.
+RECORD_ATTRS = ("status", "reason", "genome_id", "scores", "elapsed_s", "step", "restarts", "tune_trial_id", "node")
+
+
+def open_study(path: Path, directions: list[str], metric_names: list[str]) -> optuna.Study:
+    """The run's study (created on first use), its objectives named so Optuna's tools show them."""
+    study = optuna.create_study(
+        storage=journal_storage(path),
+        study_name=STUDY_NAME,
+        directions=["minimize" if d == "min" else "maximize" for d in directions],
+        load_if_exists=True,
+    )
+    if study.metric_names != metric_names:
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2; optuna-dashboard reads it
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(metric_names)
+    return study
+
+
+def set_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, Any]) -> None:
+    """Set user attributes on trial `number`, whatever its state (a finished trial's attributes
+    can still be written through the storage, which the Trial API does not allow)."""
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    try:
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # Finished trials take no attributes; trials.csv keeps the row. Not a reason to stop a search.
+        logging.getLogger("nas.search").warning("trial %d: finished in Optuna before its row was complete; %s kept in trials.csv only", number, ", ".join(attrs))
+
+
+def repair_journal(path: Path) -> bool:
+    """Cut a torn last line (a kill mid-append) off the journal; True when one was cut.
+
+    Optuna skips a torn last line when reading, but its next append would join it and leave a bad
+    line inside the file, which fails every later read.
+    """
+    try:
+        with open(path, "rb+") as handle:
+            data = handle.read()
+            if not data or data.endswith(b"\n"):
+                return False
+            handle.truncate(data.rfind(b"\n") + 1)
+            return True
+    except FileNotFoundError:
+        return False

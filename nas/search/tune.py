@@ -19,6 +19,7 @@ never to TuneConfig; the Pareto front is computed here (``nas.search.pareto``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -58,6 +59,7 @@ _OPTUNA_STATE = {
     "crashed": "FAIL",
     "failed": "FAIL",
     "lost": "FAIL",
+    "interrupted": "FAIL",
 }
 
 
@@ -84,7 +86,7 @@ _DRIVERS: dict[str, "_Driver"] = {}
 class _Driver:
     """Driver-side state of one search: the space, scorers, constraints and the trial log."""
 
-    def __init__(self, run: RunDir, settings: SearchSettings, space: Space, progress: bool) -> None:
+    def __init__(self, run: RunDir, settings: SearchSettings, space: Space, progress: bool, resume: bool = False) -> None:
         self.run = run
         self.settings = settings
         self.space = space
@@ -92,23 +94,57 @@ class _Driver:
         self.constraints = parse_constraints(settings.constraints)
         cheap = [o.name for o in self.objectives if not o.expensive] + [c.metric for c in self.constraints]
         self.scorer = CheapScorer(cheap, settings.seq_len)
+        if optuna_study.repair_journal(run.journal_path):
+            log.warning("%s: cut a torn last line (the driver was killed while writing it)", run.journal_path)
+        self.study = optuna_study.open_study(run.journal_path, [o.direction for o in self.objectives], [o.name for o in self.objectives])
         self.log = TrialLog(run, self.objectives)
+        self._in_journal: dict[int, dict[str, Any]] = {}  # trial number -> the row's fields the journal holds
         self.in_flight: dict[str, int] = {}  # genome id -> Optuna trial number of its running Ray trial
+        self.unrecorded: dict[int, dict[str, Any]] = {}  # Ray trials that ended, waiting for Tune's callback
         # Why the searcher stopped proposing before `trials` Ray trials: the time budget ran out, or
         # the sampler kept proposing candidates not worth running. None while it proposes.
         self.stopped: str | None = None
         self.deadline = time.monotonic() + settings.time_budget_s if settings.time_budget_s else None
         self._last_flush = 0.0
-        done = sum(1 for r in self.log.records.values() if r.get("tune_trial_id"))
+        self.tune_dir = run.next_tune_dir()  # this session's Ray Tune experiment
+        if resume:
+            _rebuild_from_journal(self)
+        done = self.ray_rows()
         budget = f" (or {settings.time_budget_s / 60:g} min)" if settings.time_budget_s else ""
         self.bar = _progress_bar(settings.trials, progress, done=done, desc=f"trials{budget}")
+
+    def finish(self, number: int, restarts: int | None = None, error: str = "") -> None:
+        """Keep the row of Ray trial `number` (journal, then trials.csv), then tell Optuna."""
+        record = self.unrecorded.pop(number, None)
+        if record is None:
+            return
+        record["restarts"] = restarts
+        if record["status"] == "failed" and error:
+            record["reason"] = error
+        self.record(record, urgent=True)
+        _tell(self.study, self, number, record)
+
+    def ray_rows(self) -> int:
+        """Rows that a Ray trial produced (every session's)."""
+        return sum(1 for r in self.log.records.values() if r.get("tune_trial_id"))
+
+    def remember_journal(self, number: int, attrs: dict[str, Any]) -> None:
+        """Note a row's fields as the journal already holds them (nothing to write again)."""
+        self._in_journal[number] = copy.deepcopy({key: attrs.get(key) for key in optuna_study.RECORD_ATTRS})
 
     @property
     def expensive(self) -> list[Objective]:
         return [o for o in self.objectives if o.expensive]
 
     def record(self, record: dict[str, Any], urgent: bool) -> None:
-        """Keep a row; urgent rows (Ray trials) reach disk at once, screened ones within a second."""
+        """Keep a row: in the Optuna journal first (the record a resume rebuilds from), then in
+        trials.csv, at once for Ray trials, within a second for screened ones."""
+        fields = {key: record.get(key) for key in optuna_study.RECORD_ATTRS}
+        written = self._in_journal.get(record["trial"], {})
+        changed = {key: value for key, value in fields.items() if key not in written or written[key] != value}
+        if changed:
+            optuna_study.set_trial_attrs(self.study, record["trial"], changed)
+            self._in_journal[record["trial"]] = copy.deepcopy(fields)
         self.log.add(record, flush=False)
         now = time.monotonic()
         if urgent or now - self._last_flush > 1.0:
@@ -233,8 +269,9 @@ class ParetoOptunaSearch(OptunaSearch):
             arch = None
         record = outcome_record(driver, ot_trial.number, trial_id, arch, result, error)
         driver.in_flight.pop(record["genome_id"], None)
-        driver.record(record, urgent=True)  # on disk before Optuna hears of it
-        _tell(self._ot_study, driver, ot_trial.number, record)
+        # The row is kept, then told to Optuna, by the callback (_Recorder) that Tune calls next: it
+        # adds what only Tune's Trial knows (restarts, the error message), and a row is written once.
+        driver.unrecorded[ot_trial.number] = record
 
     # OptunaSearch pickles its whole __dict__; the driver is found again by path, never pickled.
 
@@ -261,7 +298,7 @@ def outcome_record(driver: _Driver, number: int, tune_trial_id: str, arch: ArchC
         "elapsed_s": result.get("elapsed_s"),
         "step": result.get("step"),
         "tune_trial_id": tune_trial_id,
-        "node": result.get("hostname", ""),
+        "node": result.get("node", ""),
     }
     if error:
         return _record(number, "failed", "the Ray trial errored more often than max_failures allows", arch, scores, **extra)
@@ -291,15 +328,13 @@ def evaluate_candidate(config: dict[str, Any], setup: dict[str, Any]) -> None:
 
     cpus = setup["cpus_per_trial"]
     torch.set_num_threads(cpus)  # the CPUs Ray reserved for this trial, no more
-    trial_id = tune.get_context().get_trial_id()
-    finished = setup["finished"].get(trial_id)
-    if finished is not None:
-        # A resumed search: this trial finished before the driver stopped, after Tune's last
-        # snapshot. Its recorded outcome is reported again instead of running it again.
-        tune.report(finished)
-        return
     started = time.perf_counter()
-    base: dict[str, Any] = dict(config["scores"]) | {"trial": config["trial"], "genome_id": config["genome_id"], "status": "running", "reason": ""}
+    context = ray.get_runtime_context()
+    base: dict[str, Any] = dict(config["scores"]) | {
+        "trial": config["trial"], "genome_id": config["genome_id"], "status": "running", "reason": "",
+        # The Ray node, told apart even where several share one host.
+        "node": f"{ray.util.get_node_ip_address()} {context.get_node_id()[:12]}",
+    }
     if "distill" in setup["objectives"]:
         base["step"] = 0  # ASHA's clock
     final: dict[str, Any] = {"status": "ok"}
@@ -380,23 +415,14 @@ class _Recorder(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         driver = _DRIVERS[self._run_root]
-        record = driver.log.records.get(trial.config.get("trial"))
-        if record is not None and record.get("tune_trial_id") == trial.trial_id:
-            record["restarts"] = trial.num_failures
+        driver.finish(trial.config.get("trial"), restarts=trial.num_failures)
         _keep_student(driver, trial)
         driver.log.flush()
         _advance(driver)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         driver = _DRIVERS[self._run_root]
-        number = trial.config.get("trial")
-        record = driver.log.records.get(number)
-        if record is not None and record["status"] == "failed":
-            message = _error_line(trial)
-            if message:
-                record["reason"] = message
-            record["restarts"] = trial.num_failures
-            driver.record(record, urgent=True)
+        driver.finish(trial.config.get("trial"), restarts=trial.num_failures, error=_error_line(trial))
         _advance(driver)
 
 
@@ -562,18 +588,21 @@ def run_search(
             atomic_write_text(run.space_path, Path(space.path).read_text())
             atomic_write_json(run.settings_path, settings.to_dict())
         optuna_study.quiet_optuna()
-        driver = _Driver(run, settings, space, progress)
+        driver = _Driver(run, settings, space, progress, resume=resume)
         _DRIVERS[str(run.root)] = driver
-        if resume:
-            _recover_screened_rows(driver)
         started = time.perf_counter()
-        tuner = _restore_tuner(driver) if resume else _new_tuner(driver)
+        # A resumed search is a fresh Tune experiment for the Ray trials still to run; what ran
+        # before is in the journal and trials.csv (never Tune's snapshot, which lags behind).
+        remaining = settings.trials - driver.ray_rows()
+        tuner = _new_tuner(driver, num_samples=remaining) if remaining > 0 else None
         if tuner is not None:
             tuner.fit()
         wall = time.perf_counter() - started
         # Tune returns normally after Ctrl-C (its snapshot still lists the running trials, which a
         # resume restarts); the search is complete when every Ray trial it was to run has a row.
-        ray_rows = sum(1 for r in driver.log.records.values() if r.get("tune_trial_id"))
+        for number in sorted(driver.unrecorded):  # rows whose Tune callback never came (Ctrl-C)
+            driver.finish(number)
+        ray_rows = driver.ray_rows()
         interrupted = ray_rows < settings.trials and driver.stopped is None
         if not interrupted:
             _settle_orphans(driver)
@@ -599,29 +628,15 @@ def _check_cpus(settings: SearchSettings) -> None:
 
 def _trainable(driver: _Driver):
     settings = driver.settings
-    finished = {
-        r["tune_trial_id"]: _as_result(r)
-        for r in driver.log.records.values()
-        if r.get("tune_trial_id") and r["status"] in ("ok", "diverged", "crashed")
-    }
     setup = {
         "objectives": [o.name for o in driver.objectives],
         "cpus_per_trial": settings.cpus_per_trial,
         "settings": settings.to_dict(),
         "keep_students": settings.keep_students,
         "hold_s": settings.hold_s,
-        "finished": finished,
     }
     trainable = tune.with_parameters(evaluate_candidate, setup=setup)
     return tune.with_resources(trainable, {"cpu": settings.cpus_per_trial})
-
-
-def _as_result(record: dict[str, Any]) -> dict[str, Any]:
-    result = dict(record["scores"]) | {
-        "trial": record["trial"], "genome_id": record["genome_id"],
-        "status": record["status"], "reason": record["reason"], "elapsed_s": record["elapsed_s"], "step": record["step"],
-    }
-    return {k: v for k, v in result.items() if v is not None}
 
 
 def _concurrency(settings: SearchSettings) -> int:
@@ -678,8 +693,8 @@ def _trial_dirname(trial: Trial) -> str:
 
 def _run_config(driver: _Driver) -> tune.RunConfig:
     return tune.RunConfig(
-        name=driver.run.tune_dir.name,
-        storage_path=str(driver.run.root),
+        name=driver.tune_dir.name,
+        storage_path=str(driver.tune_dir.parent),
         failure_config=tune.FailureConfig(max_failures=driver.settings.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=[_Recorder(str(driver.run.root))],
@@ -687,49 +702,70 @@ def _run_config(driver: _Driver) -> tune.RunConfig:
     )
 
 
-def _restore_tuner(driver: _Driver) -> tune.Tuner | None:
-    if not tune.Tuner.can_restore(str(driver.run.tune_dir)):
-        # Killed before Tune's first snapshot: nothing of Tune's to restore. The Optuna journal
-        # and trials.csv carry on; Tune starts a fresh experiment for the trials still to run.
-        log.warning("%s: no Ray Tune snapshot to restore; continuing with a fresh Tune experiment", driver.run.root)
-        shutil.rmtree(driver.run.tune_dir, ignore_errors=True)
-        remaining = driver.settings.trials - sum(1 for r in driver.log.records.values() if r.get("tune_trial_id"))
-        return _new_tuner(driver, num_samples=remaining) if remaining > 0 else None
-    return tune.Tuner.restore(str(driver.run.tune_dir), trainable=_trainable(driver), resume_errored=True)
-
-
-def _recover_screened_rows(driver: _Driver) -> None:
-    """Rows for Optuna trials that finished but missed trials.csv (a kill within a second of
-    screening them): rebuilt from the journal, their cheap scores computed again."""
-    study = optuna_study.load_study(driver.run.journal_path)
+def _rebuild_from_journal(driver: _Driver) -> None:
+    """Before a resumed session: every trial's row from the Optuna journal (the record; a torn or
+    stale trials.csv is repaired from it), and the trials that were running when the search stopped
+    told FAIL, with their genomes queued to be proposed again. A finished trial never runs again."""
+    study = driver.study
     for frozen in study.get_trials(deepcopy=False):
-        if frozen.number in driver.log.records or not frozen.state.is_finished():
+        if "status" in frozen.user_attrs:
+            driver.log.add(_record_from_journal(driver, frozen), flush=False)
+            driver.remember_journal(frozen.number, frozen.user_attrs)
+        elif frozen.number not in driver.log.records and frozen.state.is_finished():
+            _recover_screened_row(driver, frozen)
+    for frozen in study.get_trials(deepcopy=False, states=[optuna_study.trial_state("RUNNING")]):
+        record = driver.log.records.get(frozen.number)
+        if record is not None and record["status"] != "interrupted":  # finished; Optuna not told yet
+            _tell(study, driver, frozen.number, record)
             continue
-        try:
-            arch = driver.space.genome(frozen.params)
-        except ArchError as err:
-            driver.record(_record(frozen.number, "invalid", str(err)), urgent=False)
-            continue
-        scores = driver.scorer.scores(arch)
-        broken = [c.describe(scores[c.metric]) for c in driver.constraints if not c.holds(scores[c.metric])]
-        if broken:
-            driver.record(_record(frozen.number, "infeasible", "; ".join(broken), arch, scores), urgent=False)
-        else:
-            driver.record(_record(frozen.number, "duplicate", "same genome as an earlier trial (rebuilt from the journal)", arch, scores), urgent=False)
+        arch = _genome_or_none(driver, frozen.params)
+        reason = "running when the search stopped; its genome is proposed again" if arch else "proposed when the search stopped"
+        driver.record(_record(frozen.number, "interrupted", reason, arch, driver.scorer.scores(arch) if arch else None), urgent=False)
+        study.tell(frozen.number, state=optuna_study.trial_state("FAIL"))
+        if arch is not None:
+            study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number})
     driver.log.flush()
+
+
+def _genome_or_none(driver: _Driver, params: dict[str, Any]) -> ArchConfig | None:
+    try:
+        return driver.space.genome(params)
+    except ArchError:
+        return None
+
+
+def _record_from_journal(driver: _Driver, frozen: Any) -> dict[str, Any]:
+    attrs = frozen.user_attrs
+    arch = _genome_or_none(driver, frozen.params) if attrs["status"] != "invalid" else None
+    record = _record(frozen.number, attrs["status"], attrs.get("reason") or "", arch, attrs.get("scores"))
+    for key in ("genome_id", "elapsed_s", "step", "restarts", "tune_trial_id", "node"):
+        record[key] = attrs.get(key) if attrs.get(key) is not None else record[key]
+    return record
+
+
+def _recover_screened_row(driver: _Driver, frozen: Any) -> None:
+    """A finished Optuna trial without a row or journal attributes (a run from before the journal
+    kept rows): a screened candidate, rebuilt with its cheap scores computed again."""
+    try:
+        arch = driver.space.genome(frozen.params)
+    except ArchError as err:
+        driver.record(_record(frozen.number, "invalid", str(err)), urgent=False)
+        return
+    scores = driver.scorer.scores(arch)
+    broken = [c.describe(scores[c.metric]) for c in driver.constraints if not c.holds(scores[c.metric])]
+    if broken:
+        driver.record(_record(frozen.number, "infeasible", "; ".join(broken), arch, scores), urgent=False)
+    else:
+        driver.record(_record(frozen.number, "duplicate", "same genome as an earlier trial (rebuilt from the journal)", arch, scores), urgent=False)
 
 
 def _settle_orphans(driver: _Driver) -> None:
     """After the last trial: Optuna trials still RUNNING were proposed but never ran (the driver
     stopped first) or ran without Optuna hearing of it; each gets its row and a final state."""
-    study = optuna_study.load_study(driver.run.journal_path)
+    study = driver.study
     for frozen in study.get_trials(deepcopy=False, states=[optuna_study.trial_state("RUNNING")]):
         record = driver.log.records.get(frozen.number)
         if record is None:
-            try:
-                arch = driver.space.genome(frozen.params)
-            except ArchError:
-                arch = None
-            record = _record(frozen.number, "lost", "proposed just before the driver stopped; never ran", arch)
+            record = _record(frozen.number, "lost", "proposed just before the driver stopped; never ran", _genome_or_none(driver, frozen.params))
             driver.record(record, urgent=False)
         _tell(study, driver, frozen.number, record)
