@@ -59,6 +59,7 @@ def test_every_trial_has_one_row_that_agrees_with_the_optuna_journal(finished_ru
     run, settings, outcome, limit = finished_run
     assert not outcome.interrupted and outcome.ray_trials == settings.trials
     records = read_trials_csv(run.trials_csv)
+    records_by_trial = {r["trial"]: r for r in records}
     study = optuna_study.load_study(run.journal_path)
     trials = {t.number: t for t in study.trials}
     assert sorted(r["trial"] for r in records) == sorted(trials)  # every Optuna trial, once
@@ -66,19 +67,24 @@ def test_every_trial_has_one_row_that_agrees_with_the_optuna_journal(finished_ru
     assert len(ray_rows) == settings.trials and len({r["tune_trial_id"] for r in ray_rows}) == settings.trials
     assert {r["status"] for r in ray_rows} == {"ok"}
     assert len({r["genome_id"] for r in ray_rows}) == settings.trials  # no genome ran twice
+    assert study.metric_names == ["params", "flops"] and study.user_attrs["constraints"] == settings.constraints
     for r in records:
-        state = trials[r["trial"]].state.name
-        constraint = trials[r["trial"]].constraints.get(settings.constraints[0])
+        trial = trials[r["trial"]]
+        state, constraints = trial.state.name, trial.system_attrs.get("constraints")
+        assert trial.user_attrs["status"] == r["status"] and trial.user_attrs["reason"] == r["reason"]
+        assert trial.user_attrs["genome_id"] == r["genome_id"]
         if r["status"] == "ok":
-            assert state == "COMPLETE" and r["scores"]["flops"] <= limit and constraint <= 0
-            assert [r["scores"]["params"], r["scores"]["flops"]] == trials[r["trial"]].values
-        elif r["status"] == "infeasible":
-            assert state == "COMPLETE" and r["scores"]["flops"] > limit and constraint > 0
+            assert state == "COMPLETE" and r["scores"]["flops"] <= limit and constraints[0] <= 0
+            assert [r["scores"]["params"], r["scores"]["flops"]] == trial.values
+        elif r["status"] == "infeasible":  # never trained: constraint values, no objective values
+            assert state == "PRUNED" and trial.values is None
+            assert r["scores"]["flops"] > limit and constraints == [pytest.approx(r["scores"]["flops"] / limit - 1)]
             assert r["reason"].startswith("flops=")
         elif r["status"] == "invalid":
-            assert state == "FAIL" and r["genome"] is None
+            assert state == "FAIL" and r["genome"] is None and r["reason"]
         else:
-            assert r["status"] == "duplicate"
+            assert r["status"] == "duplicate" and state == "FAIL"
+            assert records_by_trial[trial.user_attrs["duplicate_of"]]["genome_id"] == r["genome_id"]
     # Ray Tune ran exactly the ok trials, one trial folder each.
     assert len([p for p in run.tune_dir.iterdir() if p.is_dir() and p.name.startswith("trial_")]) == settings.trials
     assert not run.lock_path.exists()
@@ -93,9 +99,56 @@ def test_pareto_json_is_the_non_dominated_set_of_trials_csv(finished_run):
     assert {p["genome_id"] for p in front} == expected == {p["genome_id"] for p in outcome.front}
     for point in front:
         assert ArchConfig.from_dict(point["genome"]).id == point["genome_id"]
-    # Optuna agrees (its best_trials honour the constraints; duplicates share a genome id).
+    # Optuna and optuna-dashboard (which ignores constraints) show the same front, trial for trial.
     study = optuna_study.load_study(run.journal_path)
-    assert {load_space("tiny").genome(t.params).id for t in study.best_trials} == expected
+    assert sorted(t.number for t in study.best_trials) == sorted(p["trial"] for p in front)
+    shown = _dashboard_study(run.journal_path)
+    assert sorted(t["number"] for t in shown["best_trials"]) == sorted(p["trial"] for p in front)
+
+
+def _dashboard_study(journal: Path) -> dict:
+    """The run's study as optuna-dashboard's own web API serves it to the browser."""
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna_dashboard import wsgi
+
+    app = wsgi(optuna_study.journal_storage(journal))
+
+    def get(path: str) -> dict:
+        environ: dict = {}
+        setup_testing_defaults(environ)
+        environ["PATH_INFO"] = path
+        status: list[str] = []
+        body = b"".join(app(environ, lambda code, headers, exc_info=None: status.append(code)))
+        assert status[0].startswith("200"), (path, status, body[:300])
+        return json.loads(body)
+
+    (summary,) = get("/api/studies")["study_summaries"]
+    return get(f"/api/studies/{summary['study_id']}")
+
+
+def test_optuna_dashboard_shows_metric_names_statuses_and_constraints(finished_run):
+    run, settings, _, _ = finished_run
+    records = {r["trial"]: r for r in read_trials_csv(run.trials_csv)}
+    shown = _dashboard_study(run.journal_path)
+    assert shown["objective_names"] == ["params", "flops"]
+    study_attrs = {a["key"]: a["value"] for a in shown["user_attrs"]}
+    assert json.loads(study_attrs["constraints"]) == settings.constraints and "trial_states" in study_attrs
+    for trial in shown["trials"]:
+        record = records[trial["number"]]
+        attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+        assert attrs["status"] == record["status"] and attrs["reason"] == record["reason"]
+        state = {"ok": "Complete", "infeasible": "Pruned"}.get(record["status"], "Fail")
+        assert trial["state"] == state
+        if record["genome"] is not None:  # scored: its constraint value is shown, > 0 when broken
+            assert len(trial["constraints"]) == 1 and (trial["constraints"][0] > 0) == (record["status"] == "infeasible")
+
+
+def test_node_names_the_ray_node_by_ip_and_id(finished_run):
+    run, *_ = finished_run
+    nodes = {f"{n['NodeManagerAddress']}/{n['NodeID']}" for n in ray.nodes()}
+    ray_rows = [r for r in read_trials_csv(run.trials_csv) if r["tune_trial_id"]]
+    assert ray_rows and {r["node"] for r in ray_rows} <= nodes
 
 
 def test_asha_stopped_and_errored_trials_are_told_to_optuna_as_pruned_and_failed(local_ray, tmp_path):
@@ -125,6 +178,7 @@ def test_asha_stopped_and_errored_trials_are_told_to_optuna_as_pruned_and_failed
         rows = {tid: driver.log.records[configs[tid]["trial"]] for tid in configs}
         assert states[configs["stopped"]["trial"]] == "PRUNED" and rows["stopped"]["status"] == "pruned"
         assert rows["stopped"]["reason"] == "stopped by ASHA at step 5 with distill=0.97"
+        assert searcher._ot_study.trials[configs["stopped"]["trial"]].intermediate_values == {5: 0.97}
         assert states[configs["errored"]["trial"]] == "FAIL" and rows["errored"]["status"] == "failed"
         assert states[configs["done"]["trial"]] == "COMPLETE" and rows["done"]["status"] == "ok"
         assert [p["trial"] for p in json.loads(run.pareto_json.read_text())["front"]] == [configs["done"]["trial"]]
@@ -378,6 +432,17 @@ def test_distillation_trials_report_checkpoints_asha_prunes_and_crashes_are_reco
     front = json.loads(run.pareto_json.read_text())["front"]
     ok = {r["trial"] for r in ray_rows if r["status"] == "ok"}
     assert front and {p["trial"] for p in front} <= ok
+    # Every checkpoint is an intermediate value in Optuna, pruned trials' included; the dashboard
+    # shows them, names the metrics and draws the same front.
+    shown = _dashboard_study(run.journal_path)
+    steps = {t["number"]: [v["step"] for v in t["intermediate_values"]] for t in shown["trials"]}
+    for r in ray_rows:
+        assert steps[r["trial"]] == ([] if r["status"] == "crashed" else [4] if r["status"] == "pruned" else [4, 8])
+        if r["status"] == "pruned":
+            (checkpoint,) = [t for t in shown["trials"] if t["number"] == r["trial"]][0]["intermediate_values"]
+            assert checkpoint["value"] == pytest.approx(r["scores"]["distill"])
+    assert shown["objective_names"] == ["params", "distill"] and shown["has_intermediate_values"]
+    assert sorted(t["number"] for t in shown["best_trials"]) == sorted(p["trial"] for p in front)
     # Students are kept for exactly the Pareto-optimal genomes.
     kept = sorted(p.name for p in run.students_dir.iterdir())
     assert kept == sorted(p["genome_id"] for p in front) and all(p["student"] for p in front)
@@ -412,10 +477,50 @@ def test_export_carries_a_kept_students_weights_into_transformers(distill_run, t
 
 
 def test_report_places_references_as_lines_on_the_distillation_axis(distill_run, tmp_path):
-    from nas.search.report import write_report
+    from nas.search.report import RunResults, front_figure, write_report
 
     run, *_ = distill_run
     paths = write_report(run, tmp_path / "report")
     text = paths["markdown"].read_text()
     assert "Not distilled" in text and "| mobilebert |" in text
     assert "not distilled" in paths["html"].read_text()
+    # The constant-embedding floor is drawn; pruned partial scores do not stretch the score axis.
+    results = RunResults.load(run)
+    records = read_trials_csv(run.trials_csv)
+    ok = [r["scores"]["distill"] for r in records if r["status"] == "ok"]
+    assert results.baseline is not None and 0 < results.baseline < max(ok) and "constant embedding" in text
+    figure = front_figure(results)
+    ax = figure.axes[0]
+    low, high = ax.get_ylim()
+    shown = ok + [results.baseline] + [s["distill"] for s in results.references.values() if "distill" in s]
+    assert low <= min(shown) and high >= max(shown) and high - low <= 1.2 * (max(shown) - min(shown))
+    assert any(line.get_label().startswith("constant embedding") for line in ax.lines)
+    _assert_no_label_overlaps(figure)
+
+
+def _assert_no_label_overlaps(figure) -> None:
+    from matplotlib.text import Annotation
+
+    renderer = figure.canvas.get_renderer()
+    for ax in figure.axes:
+        boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in ax.texts if isinstance(t, Annotation) and t.get_text()]
+        for i, (name, box) in enumerate(boxes):
+            for other, other_box in boxes[i + 1:]:
+                assert not box.overlaps(other_box), f"labels {name!r} and {other!r} overlap"
+
+
+def test_report_draws_constraints_and_optunas_views_of_the_study(finished_run, tmp_path):
+    from PIL import Image
+
+    from nas.search.report import RunResults, front_figure, write_report
+
+    run, settings, _, limit = finished_run
+    paths = write_report(run, tmp_path / "report")
+    for name in ("hypervolume", "importances", "parallel"):
+        assert Image.open(paths[name]).size[0] > 500  # a real picture, beside the front
+    text = paths["markdown"].read_text()
+    assert "hypervolume history" in text and "optuna-dashboard" in text
+    figure = front_figure(RunResults.load(run))
+    constraint_lines = [line for ax in figure.axes for line in ax.lines if line.get_label() == f"constraint {settings.constraints[0]}"]
+    assert constraint_lines and all(limit in line.get_xdata() or limit in line.get_ydata() for line in constraint_lines)
+    _assert_no_label_overlaps(figure)

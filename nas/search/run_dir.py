@@ -197,8 +197,8 @@ class TrialLog:
 
     A record is a dict: ``trial``, ``status`` (one of STATUSES), ``reason``, ``genome_id``,
     ``genome`` (dict or None), ``scores`` (metric -> float), ``elapsed_s``, ``step``, ``restarts``
-    (times Ray restarted the trial after its worker or node died), ``tune_trial_id``, ``node``, and
-    ``student`` (path or None).
+    (times Ray restarted the trial after its worker or node died), ``tune_trial_id``, ``node`` (the
+    Ray node that ran it, ``IP/NODE_ID``), and ``student`` (path or None).
     """
 
     def __init__(self, run: RunDir, objectives: list[Objective]) -> None:
@@ -242,7 +242,8 @@ class TrialLog:
 
 
 def pareto_records(records: Iterable[dict[str, Any]], objectives: list[Objective]) -> list[dict[str, Any]]:
-    """The Pareto-optimal "ok" records (one per genome), sorted by the first objective."""
+    """The Pareto-optimal "ok" records (one per genome; distinct genomes with equal scores are all
+    kept, as Optuna keeps them), sorted by the first objective."""
     names = [o.name for o in objectives]
     seen: set[str] = set()
     candidates = []
@@ -254,7 +255,7 @@ def pareto_records(records: Iterable[dict[str, Any]], objectives: list[Objective
         seen.add(record["genome_id"])
         candidates.append(record)
     points = [[r["scores"][n] for n in names] for r in candidates]
-    front = [candidates[i] for i in non_dominated(points, [o.direction for o in objectives])]
+    front = [candidates[i] for i in non_dominated(points, [o.direction for o in objectives], keep_equal=True)]
     first = objectives[0]
     return sorted(front, key=lambda r: r["scores"][first.name] * (1 if first.direction == "min" else -1))
 

@@ -51,15 +51,31 @@ log = logging.getLogger("nas.search")
 # Candidates screened one after another without one reaching Ray before the search gives up:
 # the sampler keeps proposing invalid, infeasible or already evaluated genomes.
 MAX_SCREENED_IN_A_ROW = 1000
-# Statuses a Ray trial ends with, and how Optuna hears of each.
+# How Optuna hears of each status. Only "ok" trials are COMPLETE, so Optuna's Pareto front (and
+# optuna-dashboard's, which ignores constraints) is pareto.json's: an infeasible candidate was never
+# trained and has no distillation score to tell; a duplicate's point is its first trial's.
 _OPTUNA_STATE = {
     "ok": "COMPLETE",
     "pruned": "PRUNED",
+    "infeasible": "PRUNED",  # cut before training; its constraint values say why
+    "invalid": "FAIL",
+    "duplicate": "FAIL",
     "diverged": "FAIL",
     "crashed": "FAIL",
     "failed": "FAIL",
     "lost": "FAIL",
     "interrupted": "FAIL",
+}
+# What a search writes into its Optuna study besides the trials, for optuna-dashboard readers.
+_STUDY_NOTES = {
+    "trial_user_attrs": "the trial's row of trials.csv (status, reason, genome_id, scores, elapsed_s, step, restarts, tune_trial_id, node; the genome is its params); duplicate_of: the trial whose genome it repeats; retry_of: the interrupted trial it runs again",
+    "trial_states": (
+        "COMPLETE: status ok (evaluated in full; the only trials on the front). PRUNED: status pruned (stopped by ASHA; "
+        "Optuna copies its last intermediate value as its single value) or infeasible (broke a constraint, never trained, "
+        "no values). FAIL: invalid, duplicate, diverged, crashed, failed or lost"
+    ),
+    "constraint_values": "per trial, one per entry of `constraints`, relative to the limit: > 0 broken, <= 0 met",
+    "intermediate_values": "the distillation score at each distillation checkpoint; step = distillation step",
 }
 
 
@@ -96,7 +112,7 @@ class _Driver:
         self.scorer = CheapScorer(cheap, settings.seq_len)
         if optuna_study.repair_journal(run.journal_path):
             log.warning("%s: cut a torn last line (the driver was killed while writing it)", run.journal_path)
-        self.study = optuna_study.open_study(run.journal_path, [o.direction for o in self.objectives], [o.name for o in self.objectives])
+        self.study = optuna_study.open_study(run.journal_path, [o.direction for o in self.objectives])
         self.log = TrialLog(run, self.objectives)
         self._in_journal: dict[int, dict[str, Any]] = {}  # trial number -> the row's fields the journal holds
         self.in_flight: dict[str, int] = {}  # genome id -> Optuna trial number of its running Ray trial
@@ -152,15 +168,8 @@ class _Driver:
             self._last_flush = now
 
     def values_for_optuna(self, scores: dict[str, Any]) -> list[float]:
-        """Objective values in order; an expensive score a screened candidate never got is its worst."""
-        return [float(scores[o.name]) if scores.get(o.name) is not None else _worst(o) for o in self.objectives]
-
-
-def _worst(objective: Objective) -> float:
-    # The distillation score is a cosine similarity, bounded below by -1 (nas.distill); an
-    # infeasible candidate told with the floor sits behind every feasible one anyway
-    # (constrained domination), the floor just keeps the value finite.
-    return -1.0 if objective.direction == "max" else float("inf")
+        """Objective values in order (only "ok" rows are told with values, and they have all)."""
+        return [float(scores[o.name]) for o in self.objectives]
 
 
 def _record(number: int, status: str, reason: str = "", arch: ArchConfig | None = None, scores: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
@@ -219,41 +228,40 @@ class ParetoOptunaSearch(OptunaSearch):
         try:
             arch = driver.space.genome(ot_trial.params)
         except ArchError as err:
-            driver.record(_record(number, "invalid", str(err)), urgent=False)
-            self._ot_study.tell(ot_trial, state=optuna_study.trial_state("FAIL"))
-            return None
+            return self._screened_out(driver, ot_trial, _record(number, "invalid", str(err)))
         scores = driver.scorer.scores(arch)
-        broken = []
-        for constraint in driver.constraints:
-            value = scores[constraint.metric]
-            ot_trial.set_constraint(constraint.source, constraint.violation(value))
-            if not constraint.holds(value):
-                broken.append(constraint.describe(value))
+        values = [scores[c.metric] for c in driver.constraints]
+        if driver.constraints:
+            optuna_study.set_constraint_values(ot_trial, [c.violation(v) for c, v in zip(driver.constraints, values)])
+        broken = [c.describe(v) for c, v in zip(driver.constraints, values) if not c.holds(v)]
         if broken:
-            driver.record(_record(number, "infeasible", "; ".join(broken), arch, scores), urgent=False)
-            self._ot_study.tell(ot_trial, driver.values_for_optuna(scores))
-            return None
+            return self._screened_out(driver, ot_trial, _record(number, "infeasible", "; ".join(broken), arch, scores))
         if arch.id in driver.in_flight:
             first = driver.in_flight[arch.id]
-            driver.record(_record(number, "duplicate", f"same genome as trial {first}, still running", arch, scores), urgent=False)
-            self._ot_study.tell(ot_trial, state=optuna_study.trial_state("FAIL"))
-            return None
+            record = _record(number, "duplicate", f"same genome as trial {first}, still running", arch, scores)
+            return self._screened_out(driver, ot_trial, record, duplicate_of=first)
         earlier = driver.log.evaluated().get(arch.id)
         if earlier is not None:
             reason = f"same genome as trial {earlier['trial']} ({earlier['status']})"
-            driver.record(_record(number, "duplicate", reason, arch, earlier["scores"] | scores), urgent=False)
-            state = _OPTUNA_STATE.get(earlier["status"], "FAIL")
-            if state == "COMPLETE":
-                self._ot_study.tell(ot_trial, driver.values_for_optuna(earlier["scores"]))
-            else:
-                self._ot_study.tell(ot_trial, state=optuna_study.trial_state(state))
-            return None
+            record = _record(number, "duplicate", reason, arch, earlier["scores"] | scores)
+            return self._screened_out(driver, ot_trial, record, duplicate_of=earlier["trial"])
         driver.in_flight[arch.id] = number
         return {"trial": number, "genome": arch.to_dict(), "genome_id": arch.id, "scores": scores}
 
+    def _screened_out(self, driver: _Driver, ot_trial: Any, record: dict[str, Any], **attrs: Any) -> None:
+        """Keep the row of a candidate that will not run and tell Optuna; None: nothing for Ray."""
+        driver.record(record, urgent=False)
+        if attrs:
+            optuna_study.set_trial_attrs(driver.study, ot_trial.number, attrs)
+        _tell(self._ot_study, driver, ot_trial, record)
+        return None
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        # Optuna takes no intermediate values for multi-objective studies; ASHA reads them instead.
-        return
+        # Each distillation checkpoint becomes an intermediate value of the Optuna trial (ASHA reads
+        # the same reports to stop trials early).
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None:
+            _record_checkpoint(ot_trial, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials:
@@ -267,6 +275,8 @@ class ParetoOptunaSearch(OptunaSearch):
             arch = driver.space.genome(ot_trial.params)
         except ArchError:  # cannot happen for a screened candidate; keep the row anyway
             arch = None
+        if result:  # the checkpoint ASHA stopped the trial at reaches here, not on_trial_result
+            _record_checkpoint(ot_trial, result)
         record = outcome_record(driver, ot_trial.number, trial_id, arch, result, error)
         driver.in_flight.pop(record["genome_id"], None)
         # The row is kept, then told to Optuna, by the callback (_Recorder) that Tune calls next: it
@@ -276,15 +286,27 @@ class ParetoOptunaSearch(OptunaSearch):
     # OptunaSearch pickles its whole __dict__; the driver is found again by path, never pickled.
 
 
-def _tell(ot_study: Any, driver: _Driver, number: int, record: dict[str, Any]) -> None:
+def _record_checkpoint(ot_trial: Any, result: dict[str, Any]) -> None:
+    score, step = result.get("distill"), result.get("step")
+    if result.get("status") != "running" or not isinstance(score, float) or not step:
+        return
+    try:
+        optuna_study.record_checkpoint(ot_trial, int(step), score)
+    except RuntimeError as err:  # finished already (a resumed run re-reporting)
+        log.debug("trial %d: %s", ot_trial.number, err)
+
+
+def _tell(ot_study: Any, driver: _Driver, trial: Any, record: dict[str, Any]) -> None:
+    """Tell Optuna the outcome of `trial` (an Optuna Trial or its number) that its row says.
+    The row itself is in the journal already (``_Driver.record``)."""
     state = _OPTUNA_STATE.get(record["status"], "FAIL")
     try:
         if state == "COMPLETE":
-            ot_study.tell(number, driver.values_for_optuna(record["scores"]))
+            ot_study.tell(trial, driver.values_for_optuna(record["scores"]))
         else:
-            ot_study.tell(number, state=optuna_study.trial_state(state))
-    except (RuntimeError, ValueError) as err:  # told already (a resumed run re-reporting a finished trial)
-        log.debug("trial %d: %s", number, err)
+            ot_study.tell(trial, state=optuna_study.trial_state(state))
+    except (RuntimeError, ValueError) as err:  # told already
+        log.debug("trial %d: %s", record["trial"], err)
 
 
 def outcome_record(driver: _Driver, number: int, tune_trial_id: str, arch: ArchConfig | None, result: dict | None, error: bool) -> dict[str, Any]:
@@ -292,7 +314,7 @@ def outcome_record(driver: _Driver, number: int, tune_trial_id: str, arch: ArchC
     result = result or {}
     # Cheap scores again from the genome (milliseconds): a trial that died reported none.
     scores: dict[str, Any] = driver.scorer.scores(arch) if arch is not None else {}
-    for name in [o.name for o in driver.expensive] + ["distill_heldout_loss", "tokens_seen"]:
+    for name in [o.name for o in driver.expensive] + ["distill_baseline", "distill_heldout_loss", "tokens_seen"]:
         scores[name] = result.get(name)
     extra = {
         "elapsed_s": result.get("elapsed_s"),
@@ -329,11 +351,8 @@ def evaluate_candidate(config: dict[str, Any], setup: dict[str, Any]) -> None:
     cpus = setup["cpus_per_trial"]
     torch.set_num_threads(cpus)  # the CPUs Ray reserved for this trial, no more
     started = time.perf_counter()
-    context = ray.get_runtime_context()
     base: dict[str, Any] = dict(config["scores"]) | {
-        "trial": config["trial"], "genome_id": config["genome_id"], "status": "running", "reason": "",
-        # The Ray node, told apart even where several share one host.
-        "node": f"{ray.util.get_node_ip_address()} {context.get_node_id()[:12]}",
+        "trial": config["trial"], "genome_id": config["genome_id"], "status": "running", "reason": "", "node": node_label(),
     }
     if "distill" in setup["objectives"]:
         base["step"] = 0  # ASHA's clock
@@ -354,6 +373,13 @@ def evaluate_candidate(config: dict[str, Any], setup: dict[str, Any]) -> None:
         tune.report(base | final)
 
 
+def node_label() -> str:
+    """The Ray node this process runs on, as ``IP/NODE_ID``: two nodes on one host share a hostname
+    and an IP, never a node id (``ray list nodes`` shows the same ids)."""
+    context = ray.get_runtime_context()
+    return f"{ray.util.get_node_ip_address()}/{context.get_node_id()}"
+
+
 def _distill(arch: ArchConfig, setup: dict[str, Any], base: dict[str, Any], started: float):
     from nas.distill import distill
 
@@ -370,10 +396,24 @@ def _distill(arch: ArchConfig, setup: dict[str, Any], base: dict[str, Any], star
     final: dict[str, Any] = {"status": "ok" if result.status == "ok" else "diverged" if result.status == "diverged" else "crashed", "reason": result.reason or ""}
     if result.status == "ok":
         final["distill"] = float(result.score)
+        baseline = _constant_embedding_score(config, result)
+        if baseline is not None:
+            final["distill_baseline"] = float(baseline)
     checkpoint = None
     if result.status == "ok" and setup["keep_students"] and result.student is not None:
         checkpoint = _StudentCheckpoint(result)
     return final, checkpoint
+
+
+def _constant_embedding_score(config, result) -> float | None:
+    """What a student with one embedding for every input scores, on the search's scale: the floor
+    the report draws under the distillation axis."""
+    if config.score != "probe":
+        return result.baseline_score  # the cosine's, computed by the run
+    from nas.distill.quality import probe_baseline
+    from nas.distill.teacher import load_teacher
+
+    return probe_baseline(load_teacher(config.teacher, config.resolved_cache_dir).tokenizer)  # cached teacher
 
 
 class _StudentCheckpoint:
@@ -595,6 +635,7 @@ def run_search(
         # before is in the journal and trials.csv (never Tune's snapshot, which lags behind).
         remaining = settings.trials - driver.ray_rows()
         tuner = _new_tuner(driver, num_samples=remaining) if remaining > 0 else None
+        _describe_study(driver)
         if tuner is not None:
             tuner.fit()
         wall = time.perf_counter() - started
@@ -617,6 +658,14 @@ def run_search(
         if started_ray:
             ray.shutdown()  # stops the local Ray we started, or leaves the cluster; never `ray stop`
         run.release()
+
+
+def _describe_study(driver: _Driver) -> None:
+    """Metric names, constraint names and what the records mean, on the study (the searcher created it)."""
+    from nas.search.run_dir import STATUSES
+
+    notes = _STUDY_NOTES | {"statuses": STATUSES, "run": str(driver.run.root)}
+    optuna_study.describe_study(driver.study, [o.name for o in driver.objectives], [c.source for c in driver.constraints], notes)
 
 
 def _check_cpus(settings: SearchSettings) -> None:
