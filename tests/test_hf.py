@@ -284,3 +284,25 @@ def test_load_pretrained_errors(tmp_path):
     with pytest.raises(nas.NasError, match="model_type='roberta' is not one of the families"):
         nas.hf.load_pretrained(tmp_path / "roberta")
 
+
+
+REGISTERED = """
+import sys
+import nas
+assert "transformers" not in sys.modules, "import nas must not import transformers"
+from transformers import AutoConfig, AutoModel
+print(type(AutoModel.from_pretrained(sys.argv[1])).__module__, type(AutoConfig.from_pretrained(sys.argv[1])).__module__)
+"""
+
+
+def test_import_nas_registers_nas_encoder_without_importing_transformers(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    nas.hf.to_transformers(nas.build_model(GROUPED_BOTTLENECK)).save_pretrained(tmp_path / "model")
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), OMP_NUM_THREADS="1")
+    child = subprocess.run([sys.executable, "-c", REGISTERED, str(tmp_path / "model")], env=env, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=600)
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert child.stdout.split() == ["nas.modeling_nas", "nas.configuration_nas"]  # ours, not the folder's copy
