@@ -31,7 +31,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from nas.errors import NasError
+# Relative, like model.py's import of this module: exported model folders carry these files as
+# transformers remote code, where no `nas` package exists (see nas/modeling_nas.py).
+from .errors import NasError
 
 ACTIVATIONS = ("gelu", "relu")
 NORMS = ("layer_norm", "no_norm")

@@ -45,11 +45,12 @@ def register(subparsers) -> None:
     search.add_argument("--quiet", action="store_true", help="no progress bar")
     search.set_defaults(func=_search)
 
-    export = subparsers.add_parser("export", help="write a run's Pareto-optimal genomes: our JSON, transformers config (+ weights), ONNX")
+    export = subparsers.add_parser("export", help="write a run's Pareto-optimal genomes: our JSON, a transformers model folder (+ weights), ONNX")
     export.add_argument("run", help="runs/NAME or NAME")
     export.add_argument("--to", required=True, help="output folder (must be new or empty unless --overwrite)")
     export.add_argument("--onnx", action="store_true", help="also write model.onnx for each genome")
-    export.add_argument("--seq-len", type=_positive_int, default=128, help="ONNX input length (default 128)")
+    export.add_argument("--seq-len", type=_positive_int, default=None,
+                        help="fix the ONNX input shape to [1, SEQ_LEN] (default: dynamic batch and sequence axes)")
     export.add_argument("--overwrite", action="store_true")
     export.set_defaults(func=_export)
 
@@ -149,9 +150,9 @@ def _export(args) -> int:
     run = RunDir(resolve_run(args.run)).require()
     index = export_front(run, args.to, onnx=args.onnx, seq_len=args.seq_len, overwrite=args.overwrite)
     for entry in index:
-        hf = entry["transformers"] or f"no transformers config ({entry['transformers_skipped']})"
-        weights = "with the distilled student's weights" if entry["weights"] else "config only (no student kept)"
-        print(f"{entry['folder']}: {', '.join(entry['files'])}; transformers: {hf}" + (f", {weights}" if entry["transformers"] else ""))
+        hf = entry["transformers"] + (" (trust_remote_code=True, or import nas)" if entry["trust_remote_code"] else "")
+        weights = "with the distilled student's weights" if entry["weights"] else "config only (no student kept: search with --keep-students)"
+        print(f"{entry['folder']}: transformers {hf}, {weights}" + (", model.onnx" if "model.onnx" in entry["files"] else ""))
     print(f"index: {Path(args.to) / 'index.json'}")
     return 0
 
