@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
@@ -77,5 +78,10 @@ def check_writable_folder(path: str | os.PathLike, flag: str = "") -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise NasError(f"{label}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise NasError(f"{label}: cannot write in {probe} (read-only); choose a folder you can write to")
+    try:  # ask the file system itself: permission bits say nothing for root or read-only mounts
+        fd, name = tempfile.mkstemp(prefix=".nas-write-check-", dir=probe)
+    except OSError as err:
+        reason = "read-only" if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else (err.strerror or str(err))
+        raise NasError(f"{label}: cannot write in {probe} ({reason}); choose a folder you can write to") from None
+    os.close(fd)
+    os.unlink(name)

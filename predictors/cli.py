@@ -15,6 +15,10 @@ from nas.cli import positive_int as _positive_int
 from nas.commands import load_genome
 from nas.errors import NasError
 
+# Readings of one genome in an ingest that differ by more than this (max - min over the median)
+# are a conflict: kept in the file, refused for the fit (the harness's own default max spread).
+INGEST_MAX_SPREAD = 0.10
+
 
 def register(subparsers) -> None:
     latency = subparsers.add_parser("latency", help="measure, fit and use per-device latency predictors")
@@ -573,9 +577,17 @@ def _ingest(args) -> int:
     records = []
     for gid, rs in by_genome.items():
         values = [r.latency_ms for r in rs]
-        records.append({"genome_id": gid, "latency_ms": statistics.median(values), "spread": 0.0, "trusted": True,
+        median = statistics.median(values)
+        # Readings of one genome that disagree are kept, flagged and left out of the fit: a mean of
+        # 62 and 90 ms is neither measurement.
+        spread = (max(values) - min(values)) / median
+        conflict = spread > INGEST_MAX_SPREAD
+        records.append({"genome_id": gid, "latency_ms": median, "spread": spread, "trusted": not conflict,
                         "readings": [{"latency_ms": r.latency_ms, "source": r.source, "format": r.format, "statistic": r.statistic} for r in rs],
-                        **({"name": names[gid]} if gid in names else {})})
+                        **({"name": names[gid]} if gid in names else {}),
+                        **({"refused": f"its {len(values)} readings disagree by {spread:.0%} ({', '.join(f'{v:g}' for v in values)} ms); measure it again or drop a reading"} if conflict else {})})
+        if conflict:
+            print(f"warning: {names.get(gid, gid)}: {records[-1]['refused']}; left out of the fit", file=sys.stderr)
     kernel_records = []
     for kid, rs in by_kernel.items():
         k = kernels[kid]
@@ -599,7 +611,7 @@ def _ingest(args) -> int:
                        "give --base PREDICTOR (e.g. runs/latency/host.json) to calibrate a few scale factors on it")
     base = load(args.base, seq_len=seq_len)
     points = [Point(names.get(r["genome_id"], r["genome_id"]), genomes[r["genome_id"]], r["latency_ms"],
-                    "; ".join(x["source"] for x in r["readings"])) for r in records]
+                    "; ".join(x["source"] for x in r["readings"])) for r in records if r["trusted"]]
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     predictor = calibrate(base, points, device=args.device, runtime=args.runtime, threads=args.threads, group_names=groups,
                           description=meta["description"], source=meta["source"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nas.search.run_dir import RUNS_DIR, RunDir, resolve_run
 from nas.search.settings import DEFAULTS, SAMPLERS, SearchSettings
-from nas.cli import positive_int as _positive_int
+from nas.cli import non_negative_float as _minutes, positive_int as _positive_int
 
 
 def register(subparsers) -> None:
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
                         help="comma-separated bounds on cheap scores, e.g. 'latency_ms@pixel4<=80,params<=30e6'; "
                         f"'' for none (default {','.join(DEFAULTS.constraints) or 'none'})")
     search.add_argument("--trials", type=_positive_int, help=f"candidates to evaluate with Ray trials (default {DEFAULTS.trials})")
-    search.add_argument("--time-budget", type=float, metavar="MINUTES",
+    search.add_argument("--time-budget", type=_minutes, metavar="MINUTES",
                         help="propose no new candidate after this many minutes (running trials finish); 0 for none"
                         + (f" (default {DEFAULTS.time_budget_s / 60:g})" if DEFAULTS.time_budget_s else ""))
     search.add_argument("--sampler", choices=SAMPLERS, help=f"Optuna sampler (default {DEFAULTS.sampler})")
@@ -57,6 +57,7 @@ def register(subparsers) -> None:
     report = subparsers.add_parser("report", help="Pareto plot (PNG + interactive HTML) with the reference designs, and a markdown table")
     report.add_argument("run", help="runs/NAME or NAME")
     report.add_argument("--out", help="output folder (default runs/NAME/report)")
+    report.add_argument("--overwrite", action="store_true", help="replace report files already in --out")
     report.set_defaults(func=_report)
 
 
@@ -161,7 +162,7 @@ def _report(args) -> int:
     from nas.search.report import write_report
 
     run = RunDir(resolve_run(args.run)).require()
-    paths = write_report(run, args.out)
+    paths = write_report(run, args.out, overwrite=args.overwrite)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0

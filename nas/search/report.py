@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from nas.errors import NasError, check_writable_folder
 from nas.references import reference, reference_names
 from nas.search.objectives import CheapScorer, Constraint, Objective, parse_constraints
 from nas.search.run_dir import RunDir, atomic_write_text, load_front, read_trials_csv
@@ -82,19 +83,24 @@ class RunResults:
         return {p["trial"] for p in self.front}
 
 
-def write_report(run: RunDir, out: str | Path | None = None) -> dict[str, Path]:
+def write_report(run: RunDir, out: str | Path | None = None, *, overwrite: bool = False) -> dict[str, Path]:
     """Write pareto.png, pareto.html, report.md and, when the run's study allows them, Optuna's
     hypervolume history, parameter importances and parallel coordinates (PNGs, and in the HTML)
-    into `out` (default runs/NAME/report/)."""
+    into `out` (default runs/NAME/report/, which is rewritten; elsewhere, files already there are
+    a NasError unless `overwrite`)."""
     results = RunResults.load(run)
     out = Path(out) if out else run.report_dir
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"png": out / "pareto.png", "html": out / "pareto.html", "markdown": out / "report.md"}
-    _write_png(results, paths["png"])
+    check_writable_folder(out, "--out")
     study_plots = _study_plots(results)
+    paths = {"png": out / "pareto.png", "html": out / "pareto.html", "markdown": out / "report.md"}
+    paths |= {name: out / f"{name}.png" for name, plot in study_plots.items() if plot.figure is not None}
+    taken = [p.name for p in paths.values() if p.exists()]
+    if taken and not overwrite and out.absolute() != run.report_dir:
+        raise NasError(f"--out {out}: already holds {', '.join(taken)}; choose another folder or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_png(results, paths["png"])
     for name, plot in study_plots.items():
         if plot.figure is not None:
-            paths[name] = out / f"{name}.png"
             _save_matplotlib(plot.matplotlib(), paths[name])
     atomic_write_text(paths["html"], _html(results, study_plots))
     atomic_write_text(paths["markdown"], markdown(results, png=paths["png"].name, html_name=paths["html"].name, study_plots=study_plots))

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.arch import ArchConfig, ArchError
-from nas.errors import NasError
+from nas.errors import NasError, check_writable_folder
 from nas.search import study as optuna_study
 from nas.search.objectives import CheapScorer, Constraint, Objective, check_feasible, parse_constraints, parse_objectives
 from nas.search.run_dir import RunDir, TrialLog
@@ -608,10 +608,14 @@ def run_search(
             if run.in_use():
                 raise NasError(f"{run.root}: in use by another search; pick another --name")
             raise NasError(f"{run.root}: a search already ran here; continue it with --resume {run.name} or pick another --name")
+        if run.root.is_dir() and any(run.root.iterdir()):
+            raise NasError(f"--name {run.root}: a folder with files that is not a search run; pick another --name (nothing was written)")
         space = load_space(settings.space)
+    check_writable_folder(run.root, "--resume" if resume else "--name")
     objectives, _, _ = prepare(settings, space)
     if address or os.environ.get("RAY_ADDRESS"):
         check_address(address or os.environ["RAY_ADDRESS"])
+    created = not run.root.exists()
     run.acquire()
     started_ray = False
     driver: _Driver | None = None
@@ -639,8 +643,8 @@ def run_search(
         if tuner is not None:
             tuner.fit()
         wall = time.perf_counter() - started
-        # Tune returns normally after Ctrl-C (its snapshot still lists the running trials, which a
-        # resume restarts); the search is complete when every Ray trial it was to run has a row.
+        # Tune returns normally after Ctrl-C (a resume proposes the trials it stopped again); the
+        # search is complete when every Ray trial it was to run has a row.
         for number in sorted(driver.unrecorded):  # rows whose Tune callback never came (Ctrl-C)
             driver.finish(number)
         ray_rows = driver.ray_rows()
@@ -658,6 +662,8 @@ def run_search(
         if started_ray:
             ray.shutdown()  # stops the local Ray we started, or leaves the cluster; never `ray stop`
         run.release()
+        if created and not run.settings_path.exists():  # refused before it began: leave nothing behind
+            shutil.rmtree(run.root, ignore_errors=True)
 
 
 def _describe_study(driver: _Driver) -> None:
