@@ -413,7 +413,7 @@ def _study_plots(results: RunResults) -> dict[str, StudyPlot]:
     views = {
         "hypervolume": history,
         "importances": (f"parameter importances for {names[target_index]}", lambda views: views.plot_param_importances(study, **signed),
-                        f"Optuna's default evaluator over finished trials; it ranks what makes its target low, so a maximised objective is negated"),
+                        "Optuna's default evaluator over finished trials; it ranks what makes its target low, so a maximised objective is negated"),
         "parallel": (f"parallel coordinates of the {PARALLEL_PARAMS} most important parameters, coloured by {names[target_index]}",
                      lambda views: views.plot_parallel_coordinate(study, params=_top_params(study, signed), **target), "finished trials"),
     }

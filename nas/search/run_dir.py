@@ -225,9 +225,6 @@ class TrialLog:
         atomic_write_text(self.run.trials_csv, trials_csv_text(self.records.values(), self.objectives))
         atomic_write_json(self.run.pareto_json, pareto_document(self.records.values(), self.objectives))
 
-    def by_tune_id(self) -> dict[str, dict[str, Any]]:
-        return {r["tune_trial_id"]: r for r in self.records.values() if r.get("tune_trial_id")}
-
     def evaluated(self) -> dict[str, dict[str, Any]]:
         """The first record of each genome that a Ray trial ran (any status but screened ones)."""
         out: dict[str, dict[str, Any]] = {}

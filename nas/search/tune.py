@@ -534,10 +534,6 @@ def prepare(settings: SearchSettings, space: Space) -> tuple[list[Objective], li
     cheap = [o.name for o in objectives if not o.expensive] + [c.metric for c in constraints]
     scorer = CheapScorer(cheap, settings.seq_len)
     if any(o.expensive for o in objectives):
-        try:
-            import nas.distill  # noqa: F401
-        except ImportError:
-            raise NasError("objective distill: the distillation scorer (nas.distill) is not installed in this checkout; use params, flops or latency_ms@PROFILE meanwhile") from None
         settings.distill_config()  # a bad field fails here, not in every trial
     check_feasible(space, constraints, scorer, seed=settings.seed)
     return objectives, constraints, scorer
