@@ -42,6 +42,10 @@ def register(subparsers) -> None:
     p.add_argument("--init-embeddings", choices=["teacher", "random"], help="student token vectors start as the "
                    "teacher's (PCA) or random (default teacher)")  # fmt: skip
     p.add_argument("--threads", type=_positive_int, help="torch threads (default: the CPUs this process may use)")
+    p.add_argument("--device", metavar="auto|cpu|cuda|cuda:N", help="where to train (default auto: the first CUDA device "
+                   "torch sees, else the CPU)")  # fmt: skip
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto (default): bf16 autocast where the CPU has "
+                   "AVX512-BF16/AMX or the GPU has bf16, else fp32")  # fmt: skip
     p.add_argument("--cache-dir", help="where tokenized corpora are cached (default $NAS_CACHE_DIR or ~/.cache/nas)")
     p.add_argument("--config", type=Path, help="a JSON file of DistillConfig fields; flags override it")
     p.add_argument("--save", type=Path, metavar="DIR", help="keep the distilled student in DIR (a new folder)")
