@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import fields
 from pathlib import Path
+from nas.cli import non_negative_float as _non_negative_float
 from nas.cli import positive_int as _positive_int
 
 HELP = ("distil a teacher into a genome for a short, fixed budget and score it (a downstream linear probe, "
@@ -59,16 +60,6 @@ def _positive_float(text: str) -> float:
     value = _non_negative_float(text)
     if value == 0:
         raise argparse.ArgumentTypeError("must be above 0")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number, 0 or more")
     return value
 
 
