@@ -1,7 +1,8 @@
 """How fast short distillation runs are, and how well their score ranks architectures.
 
-    python bench/distill.py [all|fidelity|throughput] [--genomes 14] [--steps 120] [--factor 10]
-                            [--threads 1] [--throughput-threads 1,2] [--default-run-threads 2]
+    python bench/distill.py [all|fidelity|throughput|ranking|isa|compile] [--genomes 14] [--steps 120]
+                            [--factor 10] [--threads 1] [--throughput-threads 1,2] [--rounds 2]
+                            [--default-run-threads 1] [--compile-genome mobilebert]
                             [--json runs/bench-distill.json]
 
 fidelity: genomes spread over a small space (widths 64-256, 1-4 layers; the space is written out
@@ -12,9 +13,19 @@ training-free proxy) against the same long-run score, the tau at every checkpoin
 (the rungs ASHA prunes at), and how stable the short score's ranking is between two seeds.
 
 throughput: student training tokens/s for the SqueezeBERT and MobileBERT genomes (default run
-settings, 1 and 2 threads, interleaved), and the wall time of MobileBERT's default run with the
-teacher targets already in memory (the per-candidate cost in a search). On a shared machine, 2
-threads can be slower than 1: compare thread counts only from one run.
+settings), fp32 and bf16 autocast at 1 and 2 threads, interleaved in alternating order, and the wall
+time of MobileBERT's default run in each precision with the teacher targets already in memory (the
+per-candidate cost in a search). On a shared machine, 2 threads can be slower than 1: compare
+thread counts only from one run.
+
+ranking: Kendall tau and mean absolute difference between fp32 and bf16 scores of the same default
+runs, read from bench/results/quality_proxies.csv (bench/quality.py ran them).
+
+isa: a bf16 matmul against fp32, natively and with oneDNN held to fewer instructions
+(ONEDNN_MAX_CPU_ISA): what bf16 costs on a CPU without AVX512-BF16/AMX.
+
+compile: torch.compile of the student for one default run (training time read at each checkpoint;
+the first includes the compilation): compile time against the time it saves at 1x and 10x budgets.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 Ray sets CUDA_VISIBLE_DEVICES), else the CPU. ``precision="auto"`` picks bf16 where it pays: on a
 CPU that reports AVX512-BF16 or AMX (a matmul runs 2.5-7x faster in bf16 than in fp32 on such a
 CPU here) and on a CUDA device with bf16 support; fp32 elsewhere. On a CPU without those
-instructions bf16 is allowed but slow: the same matmul ran 4.5x *slower* than fp32 here with
+instructions bf16 is allowed but slow: the same matmul ran about 4x *slower* than fp32 here with
 oneDNN held to AVX512 without BF16 (``bench/distill.py isa``); a run warns once.
 
 Autocast keeps the master weights and the optimizer state in fp32; the callers compute losses and
@@ -25,8 +25,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 # Measured by `bench/distill.py isa` (1 thread, 1024x512 @ 512x512): bf16 / fp32 time with oneDNN
-# held to AVX512 without BF16, the closest this machine gets to a CPU without bf16 instructions.
-SLOW_BF16_FACTOR = 4.5
+# held to AVX512 without BF16 (4.0-4.8x over runs), the closest this machine gets to a CPU without
+# bf16 instructions.
+SLOW_BF16_FACTOR = 4
 log = logging.getLogger("nas.precision")
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -131,8 +132,8 @@ def resolve_run(device: str, precision: str) -> tuple[torch.device, str]:
 @functools.cache
 def _warn_slow_bf16() -> None:
     log.warning(
-        "precision bf16: this CPU (%s) reports neither AVX512-BF16 nor AMX-BF16; bf16 autocast runs about "
-        "%gx slower than fp32 there (a matmul measured with oneDNN held to AVX512 without BF16); "
+        "precision bf16: this CPU (%s) reports neither AVX512-BF16 nor AMX-BF16; bf16 matmuls run about "
+        "%gx slower than fp32 on such a CPU (a matmul measured with oneDNN held to AVX512 without BF16); "
         "auto would pick fp32", cpu_model(), SLOW_BF16_FACTOR,
     )
 

@@ -105,11 +105,6 @@ class DistillConfig:
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
     @property
-    def resolved_precision(self) -> str:
-        """``precision`` with ``auto`` decided for the run's device on this machine."""
-        return self.resolved_hardware[1]
-
-    @property
     def resolved_hardware(self) -> tuple["torch.device", str]:  # noqa: F821
         """(device, precision) for this machine; a DistillError naming the setting when it has no such device."""
         try:
