@@ -192,7 +192,7 @@ def throughput(args) -> dict:
     # The cosine read-out: a throughput run should not spend a minute on the probe it does not time.
     short = config.replace(steps=args.throughput_steps, num_checkpoints=1, score="cosine")
     cells = [(t, p) for t in args.throughput_threads for p in PRECISIONS]
-    for name in ("squeezebert", "mobilebert"):
+    for name in args.students:
         arch = reference(name).arch
         rates: dict[tuple[int, str], list[float]] = {cell: [] for cell in cells}
         for round_ in range(args.rounds):  # interleaved, alternating order: every cell sees the same load
@@ -212,6 +212,9 @@ def throughput(args) -> dict:
             print(f"{name:<12} {row['params'] / 1e6:6.1f}M {threads:>7} {rate['fp32']:>10.0f} {rate['bf16']:>10.0f} "
                   f"{row['bf16_speedup'][threads]:>8.2f}x")
     print(f"(median of {args.rounds} interleaved rounds of {args.throughput_steps} steps; speed-up = median of the per-round ratios)")
+    results["load_average_after"] = os.getloadavg()
+    if not args.default_run:
+        return results
     runs = {}
     for precision in PRECISIONS:
         run = distill(reference("mobilebert").arch, config.replace(threads=args.default_run_threads, precision=precision))
@@ -333,6 +336,10 @@ def main() -> None:
     parser.add_argument("--factor", type=int, default=10, help="long run = factor x short run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the fidelity runs")
     parser.add_argument("--throughput-steps", type=int, default=6)
+    parser.add_argument("--students", type=lambda t: t.split(","), default=["squeezebert", "mobilebert"],
+                        help="throughput: reference genomes to time, comma-separated (default squeezebert,mobilebert)")
+    parser.add_argument("--no-default-run", dest="default_run", action="store_false",
+                        help="throughput: skip the timed default runs of MobileBERT")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the throughput cells (default 2)")
     parser.add_argument("--proxies", type=Path, default=Path(__file__).parent / "results" / "quality_proxies.csv",
                         help="ranking: the CSV of bench/quality.py with fp32 and bf16 default-run scores")
