@@ -1,7 +1,8 @@
 """How fast short distillation runs are, and how well their score ranks architectures.
 
-    python bench/distill.py [all|fidelity|throughput] [--genomes 14] [--steps 120] [--factor 10]
-                            [--threads 1] [--throughput-threads 1,2] [--default-run-threads 2]
+    python bench/distill.py [all|fidelity|throughput|ranking|isa|compile] [--genomes 14] [--steps 120]
+                            [--factor 10] [--threads 1] [--throughput-threads 1,2] [--rounds 2]
+                            [--default-run-threads 1] [--compile-genome mobilebert]
                             [--json runs/bench-distill.json]
 
 fidelity: genomes spread over a small space (widths 64-256, 1-4 layers; the space is written out
@@ -12,9 +13,19 @@ training-free proxy) against the same long-run score, the tau at every checkpoin
 (the rungs ASHA prunes at), and how stable the short score's ranking is between two seeds.
 
 throughput: student training tokens/s for the SqueezeBERT and MobileBERT genomes (default run
-settings, 1 and 2 threads, interleaved), and the wall time of MobileBERT's default run with the
-teacher targets already in memory (the per-candidate cost in a search). On a shared machine, 2
-threads can be slower than 1: compare thread counts only from one run.
+settings), fp32 and bf16 autocast at 1 and 2 threads, interleaved in alternating order, and the wall
+time of MobileBERT's default run in each precision with the teacher targets already in memory (the
+per-candidate cost in a search). On a shared machine, 2 threads can be slower than 1: compare
+thread counts only from one run.
+
+ranking: Kendall tau and mean absolute difference between fp32 and bf16 scores of the same default
+runs, read from bench/results/quality_proxies.csv (bench/quality.py ran them).
+
+isa: a bf16 matmul against fp32, natively and with oneDNN held to fewer instructions
+(ONEDNN_MAX_CPU_ISA): what bf16 costs on a CPU without AVX512-BF16/AMX.
+
+compile: torch.compile of the student for one default run (training time read at each checkpoint;
+the first includes the compilation): compile time against the time it saves at 1x and 10x budgets.
 """
 
 from __future__ import annotations
@@ -38,8 +49,11 @@ import torch  # noqa: E402
 from scipy.stats import kendalltau  # noqa: E402
 
 import nas  # noqa: E402
+import nas.precision  # noqa: E402
 from nas.distill import DistillConfig, distill  # noqa: E402
 from nas.space import parse_space  # noqa: E402
+
+PRECISIONS = ("fp32", "bf16")
 
 # Small genomes, so that 14 of them, each trained for 120 and 1200 steps, fit in ~20 minutes on 2 cores.
 BENCH_SPACE = {
@@ -161,51 +175,153 @@ def fidelity(args) -> dict:
 
 
 def throughput(args) -> dict:
+    """Tokens/s of the reference-sized students, fp32 against bf16 autocast, at each thread count, interleaved;
+    then the wall time of MobileBERT's default run in each precision."""
     from nas.references import reference
 
     config = DistillConfig(seed=args.seed)
-    print(f"throughput: batch {config.batch_size} x {config.seq_len} tokens, default run {config.steps} steps", flush=True)
+    print(f"throughput: batch {config.batch_size} x {config.seq_len} tokens, default run {config.steps} steps; "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
     # Warm the per-process caches (teacher, corpus, teacher targets of the default run's windows) with
     # a default-length run of a small genome, so no timing below includes them.
     first = time.perf_counter()
     small = bench_genomes(2, args.seed)[0]  # teacher targets are per window, not per student: any genome warms them
-    distill(small, config.replace(threads=args.default_run_threads, num_checkpoints=1))
+    distill(small, config.replace(threads=args.default_run_threads, num_checkpoints=1, score="cosine"))
     warm_s = time.perf_counter() - first
-    results: dict = {"warm_up_s": warm_s, "students": {}}
-    steps = args.throughput_steps
-    for name in ("squeezebert", "mobilebert"):
+    results: dict = {"warm_up_s": warm_s, "students": {}, "load_average_before": os.getloadavg()}
+    # The cosine read-out: a throughput run should not spend a minute on the probe it does not time.
+    short = config.replace(steps=args.throughput_steps, num_checkpoints=1, score="cosine")
+    cells = [(t, p) for t in args.throughput_threads for p in PRECISIONS]
+    for name in args.students:
         arch = reference(name).arch
-        per_threads = {}
-        for threads in args.throughput_threads * 2:  # interleaved, so every thread count sees the same load
-            run = distill(arch, config.replace(steps=steps, threads=threads, num_checkpoints=1))
-            per_threads.setdefault(threads, []).append(run.tokens_per_s)
-        results["students"][name] = {
-            "params": nas.count(arch).params,
-            "tokens_per_s": {t: statistics.median(v) for t, v in per_threads.items()},
+        rates: dict[tuple[int, str], list[float]] = {cell: [] for cell in cells}
+        for round_ in range(args.rounds):  # interleaved, alternating order: every cell sees the same load
+            for threads, precision in cells if round_ % 2 == 0 else cells[::-1]:
+                run = distill(arch, short.replace(threads=threads, precision=precision))
+                rates[(threads, precision)].append(run.tokens_per_s)
+        row = {"params": nas.count(arch).params, "tokens_per_s": {}, "bf16_speedup": {}}
+        for threads in args.throughput_threads:
+            fp32, bf16 = rates[(threads, "fp32")], rates[(threads, "bf16")]
+            row["tokens_per_s"][threads] = {"fp32": statistics.median(fp32), "bf16": statistics.median(bf16)}
+            row["bf16_speedup"][threads] = statistics.median(b / f for b, f in zip(bf16, fp32))  # per round
+        results["students"][name] = row
+    print(f"\n{'student':<12} {'params':>7} {'threads':>7} {'fp32 tok/s':>10} {'bf16 tok/s':>10} {'bf16/fp32':>9}")
+    for name, row in results["students"].items():
+        for threads in args.throughput_threads:
+            rate = row["tokens_per_s"][threads]
+            print(f"{name:<12} {row['params'] / 1e6:6.1f}M {threads:>7} {rate['fp32']:>10.0f} {rate['bf16']:>10.0f} "
+                  f"{row['bf16_speedup'][threads]:>8.2f}x")
+    print(f"(median of {args.rounds} interleaved rounds of {args.throughput_steps} steps; speed-up = median of the per-round ratios)")
+    results["load_average_after"] = os.getloadavg()
+    if not args.default_run:
+        return results
+    runs = {}
+    for precision in PRECISIONS:
+        run = distill(reference("mobilebert").arch, config.replace(threads=args.default_run_threads, precision=precision))
+        runs[precision] = run
+        results.setdefault("mobilebert_default_run", {})[precision] = {
+            "elapsed_s": run.elapsed_s, "train_s": run.train_s, "steps": config.steps, "score": run.score,
+            "status": run.status, "threads": args.default_run_threads, "hardware": run.hardware,
         }
-        print(
-            f"  {name:<12} {nas.count(arch).params / 1e6:5.1f}M params: "
-            + ", ".join(f"{t} thread(s) {statistics.median(v):6.0f} tokens/s" for t, v in per_threads.items()),
-            flush=True,
-        )
-    run = distill(reference("mobilebert").arch, config.replace(threads=args.default_run_threads))
-    results["mobilebert_default_run"] = {
-        "elapsed_s": run.elapsed_s,
-        "train_s": run.train_s,
-        "steps": config.steps,
-        "score": run.score,
-        "status": run.status,
-        "threads": args.default_run_threads,
-        "warm_up_s_first_call": warm_s,
-    }
-    print(
-        f"  MobileBERT default run ({config.steps} steps, {args.default_run_threads} thread(s), teacher targets warm): "
-        f"{run.elapsed_s:.1f}s wall, "
-        f"{run.train_s:.1f}s training, score {_fmt(run.score)}; the first call of a process adds {warm_s:.0f}s "
-        "(teacher, corpus, targets)",
-        flush=True,
-    )
+    print(f"\nMobileBERT default run ({config.steps} steps, probe score, {args.default_run_threads} thread(s), teacher targets warm):")
+    for precision, run in runs.items():
+        print(f"  {precision}: {run.elapsed_s:6.1f}s wall, of which {run.train_s:5.1f}s training; score {_fmt(run.score)}")
+    print(f"  bf16 / fp32 wall: {runs['fp32'].elapsed_s / runs['bf16'].elapsed_s:.2f}x faster; the first call of a "
+          f"process adds {warm_s:.0f}s (teacher, corpus, targets); load average now {os.getloadavg()[0]:.2f}", flush=True)
+    results["load_average_after"] = os.getloadavg()
     return results
+
+
+def ranking(args) -> dict:
+    """How much bf16 moves the ranking: fp32 against bf16 scores of the same default runs, read from
+    bench/results/quality_proxies.csv (written by bench/quality.py; no run here)."""
+    import csv
+
+    with open(args.proxies, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("default_score") and r.get("default_bf16_score")]
+    fp32 = [float(r["default_score"]) for r in rows]
+    bf16 = [float(r["default_bf16_score"]) for r in rows]
+    diffs = [abs(a - b) for a, b in zip(fp32, bf16)]
+    summary = {"genomes": len(rows), "kendall_tau": tau(fp32, bf16), "mean_abs_diff": statistics.mean(diffs),
+               "max_abs_diff": max(diffs), "score_range": [min(fp32), max(fp32)],
+               "fp32_s": statistics.median(float(r["default_s"]) for r in rows),
+               "bf16_s": statistics.median(float(r["default_bf16_s"]) for r in rows)}  # fmt: skip
+    print(f"ranking cost of bf16 ({args.proxies}, {summary['genomes']} genomes, default run, cosine score): "
+          f"Kendall tau fp32 vs bf16 {summary['kendall_tau']:.3f}, mean |diff| {summary['mean_abs_diff']:.4f} "
+          f"(max {summary['max_abs_diff']:.4f}) on scores spanning {summary['score_range'][0]:.3f}-{summary['score_range'][1]:.3f}; "
+          f"median wall per genome fp32 {summary['fp32_s']:.1f}s, bf16 {summary['bf16_s']:.1f}s", flush=True)
+    return summary
+
+
+def isa(args) -> dict:
+    """bf16 against fp32 on this CPU, and with oneDNN held to fewer instructions (ONEDNN_MAX_CPU_ISA):
+    the closest this machine gets to a CPU without AVX512-BF16/AMX. One thread, 1024x512 @ 512x512."""
+    import subprocess
+
+    script = (
+        "import time, torch; torch.set_num_threads(1); a, b = torch.randn(1024, 512), torch.randn(512, 512)\n"
+        "def t(f, n=30):\n f(); s = time.perf_counter()\n for _ in range(n): f()\n return (time.perf_counter() - s) / n\n"
+        "ab, bb = a.bfloat16(), b.bfloat16(); print(t(lambda: a @ b) / t(lambda: ab @ bb))"
+    )
+    out = {}
+    for limit in ("", "AVX512_CORE", "AVX2"):
+        env = dict(os.environ, ONEDNN_MAX_CPU_ISA=limit) if limit else dict(os.environ)
+        ratios = [float(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout)
+                  for _ in range(3)]  # fmt: skip
+        out[limit or "native"] = statistics.median(ratios)
+        print(f"  oneDNN ISA {limit or 'native (' + ('AVX512-BF16/AMX' if nas.precision.cpu_has_fast_bf16() else 'no bf16') + ')':<28} "
+              f"bf16 matmul is {out[limit or 'native']:.2f}x the speed of fp32", flush=True)
+    return out
+
+
+def compile_payback(args) -> dict:
+    """Does torch.compile pay back for a candidate trained once? The MobileBERT genome's default run,
+    eager against compiled (precision auto), training time read at each checkpoint: the first includes
+    the compilation, the steps after it give the steady per-step time."""
+    from nas.distill.data import prepare_data
+    from nas.distill.run import _Run
+    from nas.distill.teacher import load_teacher
+    from nas.references import reference
+
+    arch = reference(args.compile_genome).arch
+    config = DistillConfig(seed=args.seed, threads=args.default_run_threads, score="cosine", num_checkpoints=4)
+    device, precision = config.resolved_hardware
+    torch.set_num_threads(config.resolved_threads)
+    teacher = load_teacher(None)
+    data = prepare_data(config, teacher, device)
+    out = {}
+    for mode in ("eager", "compiled", "eager again"):
+        marks: list[tuple[int, float]] = []
+        run = _Run(arch, config, teacher, data, lambda c: marks.append((c.step, c.train_s)), False, time.perf_counter(),
+                   device=device, precision=precision)  # fmt: skip
+        if mode == "compiled":
+            torch._dynamo.reset()
+            run.student = torch.compile(run.student)
+        run.train()
+        (first_step, first_s), (last_step, last_s) = marks[0], marks[-1]
+        per_step = (last_s - first_s) / (last_step - first_step)
+        out[mode] = {"first_checkpoint_s": first_s, "first_checkpoint_step": first_step, "steady_step_s": per_step,
+                     "train_s": last_s}  # fmt: skip
+        print(f"  {mode:<11} train {last_s:6.1f}s for {last_step} steps; steady {per_step * 1000:6.1f} ms/step; "
+              f"first {first_step} steps {first_s:6.1f}s", flush=True)
+    eager_step = min(out["eager"]["steady_step_s"], out["eager again"]["steady_step_s"])
+    compiled = out["compiled"]
+    compile_s = compiled["first_checkpoint_s"] - compiled["first_checkpoint_step"] * compiled["steady_step_s"]
+    saved_per_step = eager_step - compiled["steady_step_s"]
+    summary = {"genome": args.compile_genome, "precision": precision, "threads": config.resolved_threads,
+               "compile_s": compile_s, "saved_per_step_s": saved_per_step}  # fmt: skip
+    print(f"{args.compile_genome}, {precision}, {config.resolved_threads} thread(s): compilation costs {compile_s:.1f}s; "
+          f"a compiled step saves {saved_per_step * 1000:.1f} ms ({eager_step / compiled['steady_step_s']:.2f}x)")
+    for factor in (1, 10):
+        steps = config.steps * factor
+        net = saved_per_step * steps - compile_s
+        summary[f"net_saved_s_at_{steps}_steps"] = net
+        print(f"  {steps:>5} steps: saves {saved_per_step * steps:6.1f}s of training for {compile_s:.1f}s of compiling: "
+              f"net {net:+.1f}s ({'pays back' if net > 0 else 'does not pay back'})")
+    if saved_per_step > 0:
+        summary["break_even_steps"] = compile_s / saved_per_step
+        print(f"  break-even at {summary['break_even_steps']:.0f} steps")
+    return {"runs": out, "summary": summary}
 
 
 def _fmt(value: float | None) -> str:
@@ -214,15 +330,23 @@ def _fmt(value: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "fidelity", "throughput"])
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "fidelity", "throughput", "ranking", "isa", "compile"])
     parser.add_argument("--genomes", type=int, default=14)
     parser.add_argument("--steps", type=int, default=DistillConfig().steps, help="short-run steps (the default run's)")
     parser.add_argument("--factor", type=int, default=10, help="long run = factor x short run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the fidelity runs")
     parser.add_argument("--throughput-steps", type=int, default=6)
+    parser.add_argument("--students", type=lambda t: t.split(","), default=["squeezebert", "mobilebert"],
+                        help="throughput: reference genomes to time, comma-separated (default squeezebert,mobilebert)")
+    parser.add_argument("--no-default-run", dest="default_run", action="store_false",
+                        help="throughput: skip the timed default runs of MobileBERT")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the throughput cells (default 2)")
+    parser.add_argument("--proxies", type=Path, default=Path(__file__).parent / "results" / "quality_proxies.csv",
+                        help="ranking: the CSV of bench/quality.py with fp32 and bf16 default-run scores")
+    parser.add_argument("--compile-genome", default="mobilebert", help="compile: the reference genome to train (default mobilebert)")
     parser.add_argument("--throughput-threads", type=lambda t: [int(x) for x in t.split(",")], default=[1, 2],
                         help="thread counts to measure tokens/s at, comma-separated (default 1,2)")
-    parser.add_argument("--default-run-threads", type=int, default=2, help="threads of the timed default run (default 2)")
+    parser.add_argument("--default-run-threads", type=int, default=1, help="threads of the timed default runs (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write every number to this JSON file")
     args = parser.parse_args()
@@ -230,6 +354,12 @@ def main() -> None:
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "torch": torch.__version__}
     if args.what in ("all", "throughput"):
         report["throughput"] = throughput(args)
+    if args.what in ("all", "ranking"):
+        report["ranking"] = ranking(args)
+    if args.what in ("all", "isa"):
+        report["isa"] = isa(args)
+    if args.what in ("all", "compile"):
+        report["compile"] = compile_payback(args)
     if args.what in ("all", "fidelity"):
         report["fidelity"] = fidelity(args)
     if args.json:

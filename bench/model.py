@@ -8,6 +8,9 @@ rounds, theirs first in even ones) so that drift in machine load hits both alike
 - training step: batch 8, seq len 128, forward + backward + AdamW step, train mode with the
   config's dropout, 1 and 2 threads.
 
+``--precision bf16`` runs both sides under the same bf16 autocast (the loss in fp32), as a
+distillation or fine-tuning run with ``precision="bf16"`` does.
+
 Two pairings: transformers' default attention (SDPA for BERT and MobileBERT, eager for
 SqueezeBERT, which has no other) against ours with SDPA, and eager against eager. The table gives
 medians and interquartile ranges of wall time, and the median of the per-round ratios
@@ -16,6 +19,7 @@ process CPU time.
 
     .venv/bin/python bench/model.py                          # SqueezeBERT and MobileBERT, a few minutes
     .venv/bin/python bench/model.py --models bert-base --rounds 5
+    .venv/bin/python bench/model.py --precision bf16 --tasks train   # both sides under bf16 autocast
     .venv/bin/python bench/model.py --profile mobilebert     # top ops of one training step, both sides
 """
 
@@ -42,6 +46,7 @@ from tqdm import tqdm  # noqa: E402
 
 import nas  # noqa: E402
 import nas.hf  # noqa: E402
+from nas.precision import autocast  # noqa: E402
 
 SEQ_LEN = 128
 INFERENCE_BATCH, TRAIN_BATCH = 1, 8
@@ -124,24 +129,25 @@ def check_same_outputs(theirs: Contender, ours: Contender, vocab_size: int) -> f
     return float((a - b).abs().max())
 
 
-def inference_step(contender: Contender, batch) -> Callable[[], None]:
+def inference_step(contender: Contender, batch, precision: str = "fp32") -> Callable[[], None]:
     contender.model.eval()
 
     def run():
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(precision):
             contender.call(*batch)
 
     return run
 
 
-def training_step(contender: Contender, batch) -> Callable[[], None]:
+def training_step(contender: Contender, batch, precision: str = "fp32") -> Callable[[], None]:
     contender.model.train()
     if contender.optimizer is None:
         contender.optimizer = torch.optim.AdamW(contender.model.parameters(), lr=1e-5)
 
     def run():
-        hidden, pooled = contender.call(*batch)
-        loss = hidden.square().mean() + pooled.square().mean()
+        with autocast(precision):
+            hidden, pooled = contender.call(*batch)
+        loss = hidden.float().square().mean() + pooled.float().square().mean()
         loss.backward()
         contender.optimizer.step()
         contender.optimizer.zero_grad(set_to_none=True)
@@ -196,7 +202,7 @@ def summarise(model: str, task: str, threads: int, pairing: str, wall: dict, cpu
     return Row(model, task, threads, pairing, t, t3 - t1, o, o3 - o1, r, r1, r3, cpu_ratio, len(ours))
 
 
-def run(models: list[str], tasks: list[str], rounds: int, train_threads: list[int], calls: int) -> list[Row]:
+def run(models: list[str], tasks: list[str], rounds: int, train_threads: list[int], calls: int, precision: str = "fp32") -> list[Row]:
     rows = []
     for name in models:
         vocab = nas.reference(name).arch.vocab_size
@@ -208,17 +214,17 @@ def run(models: list[str], tasks: list[str], rounds: int, train_threads: list[in
             if "inference" in tasks:
                 torch.set_num_threads(1)
                 batch = inputs(INFERENCE_BATCH, vocab)
-                wall, cpu = race(inference_step(theirs, batch), inference_step(ours, batch), rounds, calls,
+                wall, cpu = race(inference_step(theirs, batch, precision), inference_step(ours, batch, precision), rounds, calls,
                                  f"{name} inference {pairing}")
-                rows.append(summarise(name, "inference b1", 1, pairing, wall, cpu))
+                rows.append(summarise(name, f"infer b1 {precision}", 1, pairing, wall, cpu))
                 print(format_row(rows[-1]), file=sys.stderr)
             if "train" in tasks:
                 batch = inputs(TRAIN_BATCH, vocab)
                 for threads in train_threads:
                     torch.set_num_threads(threads)
-                    wall, cpu = race(training_step(theirs, batch), training_step(ours, batch), max(3, rounds // 2), 1,
+                    wall, cpu = race(training_step(theirs, batch, precision), training_step(ours, batch, precision), max(3, rounds // 2), 1,
                                      f"{name} train x{threads} {pairing}")
-                    rows.append(summarise(name, "train step b8", threads, pairing, wall, cpu))
+                    rows.append(summarise(name, f"train b8 {precision}", threads, pairing, wall, cpu))
                     print(format_row(rows[-1]), file=sys.stderr)
                 torch.set_num_threads(1)
     return rows
@@ -266,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10, help="inference rounds; training uses half (at least 3)")
     parser.add_argument("--calls", type=int, default=3, help="inference calls per round and side")
     parser.add_argument("--train-threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="fp32, or both sides under bf16 autocast")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--profile", choices=["squeezebert", "mobilebert", "bert-base"],
                         help="instead of racing, print the top ops of one training step of each side")
@@ -275,9 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     load_before = os.getloadavg()
     started = time.time()
-    rows = run(args.models, args.tasks, args.rounds, args.train_threads, args.calls)
+    rows = run(args.models, args.tasks, args.rounds, args.train_threads, args.calls, args.precision)
     meta = {
         "torch": torch.__version__,
+        "precision": args.precision,
         "cpu_count": os.cpu_count(),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),

@@ -8,7 +8,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from nas.cli import positive_int as _positive_int
+from nas.cli import non_negative_float as _non_negative_float, positive_int as _positive_int
 from nas.errors import NasError, read_user_text
 
 HELP = ("distil a teacher into a genome for a short, fixed budget and score it (a downstream linear probe, "
@@ -44,6 +44,10 @@ def register(subparsers) -> None:
     p.add_argument("--init-embeddings", choices=["teacher", "random"], help="student token vectors start as the "
                    "teacher's (PCA) or random (default teacher)")  # fmt: skip
     p.add_argument("--threads", type=_positive_int, help="torch threads (default: the CPUs this process may use)")
+    p.add_argument("--device", metavar="auto|cpu|cuda|cuda:N", help="where to train (default auto: the first CUDA device "
+                   "torch sees, else the CPU)")  # fmt: skip
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto (default): bf16 autocast where the CPU has "
+                   "AVX512-BF16/AMX or the GPU has bf16, else fp32")  # fmt: skip
     p.add_argument("--cache-dir", help="where tokenized corpora are cached (default $NAS_CACHE_DIR or ~/.cache/nas)")
     p.add_argument("--config", type=Path, help="a JSON file of DistillConfig fields; flags override it")
     p.add_argument("--save", type=Path, metavar="DIR", help="keep the distilled student in DIR (a new folder)")
@@ -57,16 +61,6 @@ def _positive_float(text: str) -> float:
     value = _non_negative_float(text)
     if value == 0:
         raise argparse.ArgumentTypeError("must be above 0")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number, 0 or more")
     return value
 
 

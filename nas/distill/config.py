@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from nas.errors import NasError
-from nas.precision import PRECISIONS, resolve_precision
+from nas.precision import DEVICE_FORMS, PRECISIONS, check_device, resolve_run
 
 
 INIT_EMBEDDINGS = ("teacher", "random")
@@ -56,7 +56,8 @@ class DistillConfig:
     divergence_factor: float | None = 10.0  # smoothed training loss above this x its maximum before the first checkpoint
     cache_dir: str | None = None  # tokenized corpora and datasets; None: $NAS_CACHE_DIR or ~/.cache/nas
     score: str = "probe"  # the checkpoint score: "probe" (downstream linear probe) or "cosine" (teacher embedding)
-    precision: str = "auto"  # "auto" (bf16 where the CPU has AVX512-BF16/AMX), "fp32" or "bf16" autocast
+    precision: str = "auto"  # "auto" (bf16 where the CPU has AVX512-BF16/AMX or the GPU has bf16), "fp32" or "bf16" autocast
+    device: str = "auto"  # "auto" (the first CUDA device torch sees, else the CPU), "cpu", "cuda" or "cuda:N"
 
     def __post_init__(self) -> None:
         self._validate()
@@ -104,9 +105,12 @@ class DistillConfig:
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
     @property
-    def resolved_precision(self) -> str:
-        """``precision`` with ``auto`` decided for this machine's CPU."""
-        return resolve_precision(self.precision)
+    def resolved_hardware(self) -> tuple["torch.device", str]:  # noqa: F821
+        """(device, precision) for this machine; a DistillError naming the setting when it has no such device."""
+        try:
+            return resolve_run(self.device, self.precision)
+        except ValueError as err:
+            raise DistillError(f"distill setting {err}") from None
 
     @property
     def resolved_cache_dir(self) -> str:
@@ -153,6 +157,10 @@ class DistillConfig:
             raise fail("score", f"must be one of {', '.join(SCORES)}")
         if self.precision not in PRECISIONS:
             raise fail("precision", f"must be one of {', '.join(PRECISIONS)}")
+        try:
+            check_device(self.device)  # the spelling only: a search's driver may have no GPU its trials get
+        except ValueError:
+            raise fail("device", f"must be one of {DEVICE_FORMS}") from None
         if self.init_embeddings not in INIT_EMBEDDINGS:
             raise fail("init_embeddings", f"must be one of {', '.join(INIT_EMBEDDINGS)}")
         if self.lr <= 0:

@@ -5,8 +5,8 @@ A record (a line group, a CSV row, a manual topic) is cut into windows of ``seq_
 each framed as ``[CLS] ... [SEP]``; short tails are padded. The split is a fixed permutation of the
 windows (independent of the run's seed), so every candidate is scored on the same held-out text.
 
-Teacher outputs for the windows are computed lazily in fixed chunks and kept (fp16) for the life
-of the process: a search scores hundreds of students against the same teacher targets, so each
+Teacher outputs for the windows are computed lazily in fixed chunks and kept (fp16, on the run's
+device) for the life of the process: a search scores hundreds of students against the same teacher targets, so each
 candidate pays for its own forward and backward passes only.
 """
 
@@ -260,7 +260,7 @@ class _Chunk:
 
 @dataclass
 class TargetStore:
-    """Teacher outputs for a fixed set of windows, computed lazily in fixed chunks and kept.
+    """Teacher outputs for a fixed set of windows, computed lazily in fixed chunks and kept on ``device``.
 
     Chunks are always the same windows in the same order, so a window's targets never depend on
     which run asked first: results stay reproducible whatever order a search scores candidates in.
@@ -269,6 +269,7 @@ class TargetStore:
     teacher: Teacher
     ids: torch.Tensor
     mask: torch.Tensor
+    device: torch.device = torch.device("cpu")  # where the teacher runs and the chunks are kept
     chunks: dict[int, _Chunk] = field(default_factory=dict)
 
     def batch(self, index: torch.Tensor, per_head: bool) -> TeacherBatch:
@@ -288,8 +289,8 @@ class TargetStore:
         if chunk is not None and (not per_head or chunk.attention_heads is not None):
             return
         lo, hi = c * TARGET_CHUNK, min(len(self.ids), (c + 1) * TARGET_CHUNK)
-        ids, mask = self.ids[lo:hi].long(), self.mask[lo:hi].long()
-        hidden, attentions = self.teacher.forward(ids, mask)
+        ids, mask = self.ids[lo:hi].long().to(self.device), self.mask[lo:hi].long().to(self.device)
+        hidden, attentions = self.teacher.to(self.device).forward(ids, mask)
         attn = torch.stack(attentions, dim=1)  # (C, L, nh, T, T)
         self.chunks[c] = _Chunk(
             hidden=torch.stack(hidden, dim=1).half(),
@@ -321,17 +322,18 @@ class DistillData:
 _DATA: dict[tuple, DistillData] = {}
 
 
-def prepare_data(config: DistillConfig, teacher: Teacher) -> DistillData:
-    """Windows and target stores for this config's corpus and teacher, reused across calls in a process."""
+def prepare_data(config: DistillConfig, teacher: Teacher, device: torch.device = torch.device("cpu")) -> DistillData:
+    """Windows and target stores for this config's corpus and teacher, reused across calls in a process;
+    the teacher's targets are computed and kept on ``device``."""
     key = (teacher.key, config.data, _mtime(config.data), config.text_column, config.seq_len,
-           config.heldout_examples, config.train_examples)  # fmt: skip
+           config.heldout_examples, config.train_examples, str(device))  # fmt: skip
     if key not in _DATA:
         _DATA.clear()  # keep one set of teacher targets in memory, not one per setting ever used
         windows = load_windows(config, teacher)
         data = DistillData(
             windows,
-            TargetStore(teacher, windows.train_ids, windows.train_mask),
-            TargetStore(teacher, windows.heldout_ids, windows.heldout_mask),
+            TargetStore(teacher, windows.train_ids, windows.train_mask, device),
+            TargetStore(teacher, windows.heldout_ids, windows.heldout_mask, device),
         )
         _DATA[key] = data
     return _DATA[key]

@@ -161,9 +161,9 @@ class LinearReadout:
         x = student_states.detach()[keep].float()  # (N, Hs)
         x = torch.cat([x, x.new_ones(len(x), 1)], dim=1)  # (N, Hs + 1): the bias column
         y = teacher_states[keep].float()  # (N, Ht)
-        # one batch's sums in float32 (a few hundred terms), the running sums in float64
-        self.gram += (x.T @ x).double()
-        self.cross += (x.T @ y).double()
+        # one batch's sums in float32 (a few hundred terms) on the run's device, the running sums in float64 on the CPU
+        self.gram += (x.T @ x).double().to(self.gram.device)
+        self.cross += (x.T @ y).double().to(self.cross.device)
         self.tokens += len(x)
 
     def solve(self) -> torch.Tensor:
@@ -175,7 +175,7 @@ class LinearReadout:
     @staticmethod
     def apply(weights: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         pooled = pooled.double()
-        return (torch.cat([pooled, pooled.new_ones(len(pooled), 1)], dim=1) @ weights).float()
+        return (torch.cat([pooled, pooled.new_ones(len(pooled), 1)], dim=1) @ weights.to(pooled.device)).float()
 
     def reset(self) -> None:
         self.gram.zero_()

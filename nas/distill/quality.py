@@ -23,16 +23,18 @@ PROBE_RIDGE = 1e-2
 
 @torch.no_grad()
 def probe_features(encoder: Encoder, ids: torch.Tensor, mask: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """(N, 2H) float64 features: the mean-pooled embedding output and last hidden state, standardised later."""
+    """(N, 2H) float64 features on the CPU: the mean-pooled embedding output and last hidden state,
+    standardised later. The encoder runs in fp32 on its own device."""
     encoder.eval()
+    device = next(encoder.parameters()).device
     out = []
     for lo in range(0, len(ids), batch_size):
         m = mask[lo : lo + batch_size]
         length = max(1, int(m.sum(1).max()))
-        m = m[:, :length]
-        result = encoder(ids[lo : lo + batch_size, :length], attention_mask=m, output_hidden_states=True)
+        m = m[:, :length].to(device)
+        result = encoder(ids[lo : lo + batch_size, :length].to(device), attention_mask=m, output_hidden_states=True)
         pooled = [mean_pool(h.float(), m) for h in (result.hidden_states[0], result.last_hidden_state)]
-        out.append(torch.cat(pooled, dim=1).double())
+        out.append(torch.cat(pooled, dim=1).double().cpu())
     return torch.cat(out)
 
 

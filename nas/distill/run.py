@@ -9,7 +9,8 @@ checkpoint goes to ``on_checkpoint``; returning True stops the run (status "stop
 a search's ASHA scheduler prunes. A NaN or a blow-up ends the run with status "diverged"; bad input
 (teacher, corpus, genome vocabulary) raises DistillError before any training.
 
-Same genome, teacher, corpus, seed, steps and thread count: the same numbers, bit for bit.
+Same genome, teacher, corpus, seed, steps, precision, thread count and hardware: the same numbers,
+bit for bit on a CPU. On CUDA some backward kernels add with atomics (docs/distill.md).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from nas.distill.quality import probe_score
 from nas.distill.losses import LinearReadout, LossWeights, Projections, distillation_losses, layer_mapping
 from nas.distill.teacher import Teacher, load_teacher
 from nas.model import Encoder, EncoderOutput, build_model
-from nas.precision import autocast, cpu_model
+from nas.precision import autocast, device_model
 
 STATUSES = ("ok", "diverged", "stopped")
 EVAL_BATCH = 32
@@ -87,7 +88,8 @@ class DistillResult:
     train_s: float
     elapsed_s: float
     precision: str = "fp32"  # what the run trained in: "fp32" or "bf16" (autocast)
-    hardware: str = ""  # the CPU model it ran on
+    hardware: str = ""  # the model of the CPU or GPU it ran on
+    device: str = "cpu"  # the torch device it ran on: "cpu" or "cuda:N"
     student: Encoder | None = field(default=None, repr=False)
     snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)  # step -> weights
     projections: Projections | None = field(default=None, repr=False)
@@ -115,6 +117,7 @@ class DistillResult:
             "train_s": self.train_s,
             "elapsed_s": self.elapsed_s,
             "precision": self.precision,
+            "device": self.device,
             "hardware": self.hardware,
             "checkpoints": [c.to_dict() for c in self.checkpoints],
         }
@@ -139,13 +142,14 @@ def distill(
     if not isinstance(arch, ArchConfig):
         raise DistillError(f"distill: expected an ArchConfig genome, got {type(arch).__name__}")
     start = time.perf_counter()
+    device, precision = config.resolved_hardware  # no such device: a DistillError before anything loads
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.resolved_threads)
     try:
         teacher = load_teacher(config.teacher, config.resolved_cache_dir)
         check_compatible(arch, teacher, config)
-        data = prepare_data(config, teacher)
-        return _Run(arch, config, teacher, data, on_checkpoint, progress, start, snapshot_steps).train()
+        data = prepare_data(config, teacher, device)
+        return _Run(arch, config, teacher, data, on_checkpoint, progress, start, snapshot_steps, device, precision).train()
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -194,7 +198,7 @@ class _Run:
     """The state of one run; ``train`` drives it to a DistillResult."""
 
     def __init__(self, arch, config: DistillConfig, teacher: Teacher, data: DistillData, on_checkpoint, progress, start,
-                 snapshot_steps=()):
+                 snapshot_steps=(), device: torch.device = torch.device("cpu"), precision: str = "fp32"):
         self.arch, self.config, self.teacher, self.data = arch, config, teacher, data
         self.on_checkpoint, self.progress, self.start = on_checkpoint, progress, start
         self.mapping = layer_mapping(arch.num_layers, teacher.num_layers)
@@ -208,9 +212,13 @@ class _Run:
             self.projections = Projections(arch.hidden_size, teacher.hidden_size)
         if config.init_embeddings == "teacher":
             _init_word_embeddings(self.student, teacher)
+        # initialised on the CPU (the same numbers on every device), trained on the run's device;
+        # the master weights and AdamW's state stay fp32 whatever the precision
+        self.device, self.precision = device, precision
+        self.student.to(device)
+        self.projections.to(device)
         self.readout = LinearReadout(arch.hidden_size, teacher.hidden_size)
         self.params = sum(p.numel() for p in self.student.parameters())
-        self.precision = config.resolved_precision
         self.checkpoints: list[Checkpoint] = []
         self.tokens_seen, self.train_s = 0, 0.0
         self.snapshot_steps = set(snapshot_steps)
@@ -317,7 +325,8 @@ class _Run:
             train_s=self.train_s,
             elapsed_s=time.perf_counter() - self.start,
             precision=self.precision,
-            hardware=cpu_model(),
+            hardware=device_model(self.device),
+            device=str(self.device),
             student=self.student if done else None,
             snapshots=self.snapshots if done else {},
             projections=self.projections if done else None,
@@ -351,7 +360,7 @@ class _Run:
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, *, hidden: bool | None = None) -> EncoderOutput:
         """The student's outputs, computed under the run's precision and handed on in fp32."""
-        with autocast(self.precision):
+        with autocast(self.precision, self.device):
             out = self.student(
                 ids,
                 attention_mask=mask,
@@ -367,9 +376,8 @@ class _Run:
             attentions=tuple(a.float() for a in out.attentions),
         )
 
-    @staticmethod
-    def _window(store: TargetStore, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return store.ids[index].long(), store.mask[index].long()
+    def _window(self, store: TargetStore, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return store.ids[index].long().to(self.device), store.mask[index].long().to(self.device)
 
     # ---- evaluation -------------------------------------------------------------------------
 

@@ -78,21 +78,21 @@ def load_student(path: str | Path) -> Encoder:
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().contiguous().clone() for name, tensor in module.state_dict().items()}
+    return {name: tensor.detach().cpu().contiguous().clone() for name, tensor in module.state_dict().items()}
 
 
 def cached_score(arch: ArchConfig, config: "DistillConfig") -> dict[str, Any]:  # noqa: F821
     """The outcome of ``distill(arch, config)`` without the weights, computed once per genome and settings.
 
     Kept as JSON in ``<cache>/quality/`` under the genome's id and a hash of the settings that decide
-    the numbers (not threads or the cache folder), so ``nas reproduce --quality`` and ``nas report``
+    the numbers (not threads, the device or the cache folder), so ``nas reproduce --quality`` and ``nas report``
     place the reference designs on the quality axis without distilling them again.
     """
     import hashlib
 
     from nas.distill.run import distill
 
-    decisive = {k: v for k, v in config.to_dict().items() if k not in ("threads", "cache_dir")}
+    decisive = {k: v for k, v in config.to_dict().items() if k not in ("threads", "device", "cache_dir")}
     digest = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(config.resolved_cache_dir) / "quality" / f"{arch.id}-{digest}.json"
     try:
@@ -105,7 +105,8 @@ def cached_score(arch: ArchConfig, config: "DistillConfig") -> dict[str, Any]:  
         "arch_id": arch.id, "status": result.status, "score": result.score,
         "cosine": last.cosine if last else None, "probe": last.probe if last else None,
         "heldout_loss": result.heldout_loss, "params": result.params,
-        "seconds": round(result.elapsed_s, 1), "precision": result.precision, "settings": decisive,
+        "seconds": round(result.elapsed_s, 1), "precision": result.precision,
+        "device": result.device, "hardware": result.hardware, "settings": decisive,
     }  # fmt: skip
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -58,13 +58,26 @@ class Teacher:
     def vocab_size(self) -> int:
         return len(self.tokenizer)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device) -> "Teacher":
+        """Move the teacher's weights to ``device`` (in place; the per-process cache keeps one copy)."""
+        if self.device != torch.device(device):
+            self.model.to(device)
+        return self
+
     @torch.no_grad()
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-        """(hidden_states, attentions): L+1 tensors (B, T, H) and L tensors (B, nh, T, T) of probabilities."""
+        """(hidden_states, attentions): L+1 tensors (B, T, H) and L tensors (B, nh, T, T) of probabilities,
+        on the teacher's device (the inputs are moved there)."""
+        device = self.device
         out = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, output_attentions=True
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+            output_hidden_states=True, output_attentions=True,
         )
         return tuple(out.hidden_states), tuple(out.attentions)
 
@@ -74,7 +87,8 @@ class Teacher:
         Cached per teacher: every student of a search starts from the same token vectors.
         """
         if self._pca is None:
-            weight = _input_embeddings(self.model)[: self.vocab_size].detach().float()
+            # on the CPU whatever the teacher's device: every student starts from the same vectors
+            weight = _input_embeddings(self.model)[: self.vocab_size].detach().float().cpu()
             centred = weight - weight.mean(dim=0)
             # Right singular vectors of the centred table are its principal directions, largest first;
             # fix each one's sign (largest entry positive) so the basis does not depend on the SVD backend.

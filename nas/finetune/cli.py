@@ -36,7 +36,10 @@ def register(subparsers) -> None:
     p.add_argument("--seq-len", type=positive_int, help=f"tokens per example, a pair included (default {defaults.seq_len})")
     p.add_argument("--seed", type=int, help="seed of the head's init, dropout and data order (default 0)")
     p.add_argument("--threads", type=positive_int, help="torch threads (default: all this process may use)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto: bf16 autocast where the CPU has it (default)")
+    p.add_argument("--device", metavar="auto|cpu|cuda|cuda:N", help="where to train (default auto: the first CUDA device "
+                   "torch sees, else the CPU)")  # fmt: skip
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto (default): bf16 autocast where the CPU has "
+                   "AVX512-BF16/AMX or the GPU has bf16, else fp32")  # fmt: skip
     p.add_argument("--cache-dir", help="where datasets keeps its files (default $NAS_CACHE_DIR or ~/.cache/nas)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=_finetune)
@@ -59,9 +62,10 @@ def _finetune(args) -> int:
     from nas.finetune.run import FinetuneConfig, finetune
     from nas.finetune.tasks import load_task
 
-    changes = {name: getattr(args, name) for name in ("lrs", "epochs", "batch_size", "seq_len", "seed", "threads", "precision")
+    changes = {name: getattr(args, name) for name in ("lrs", "epochs", "batch_size", "seq_len", "seed", "threads", "precision", "device")
                if getattr(args, name) is not None}  # fmt: skip
     config = FinetuneConfig(**changes)
+    config.resolved_hardware  # no such device: one line before the task loads or anything trains
     # The task is read and checked first: a bad file, column or label set fails before any training.
     task = load_task(args.task, text_column=args.text_column, text_pair_column=args.text_pair_column,
                      label_column=args.label_column, dev_file=args.dev_file, max_train=args.max_train,
@@ -105,7 +109,8 @@ def _student(args):
     from nas.distill import DistillConfig, distill
 
     arch = load_genome(args.arch)
-    config = DistillConfig(steps=args.distill_steps or DistillConfig().steps, threads=args.threads)
+    config = DistillConfig(steps=args.distill_steps or DistillConfig().steps, threads=args.threads,
+                           device=args.device or "auto", precision=args.precision or "auto")
     result = distill(arch, config, progress=not args.json)
     if result.student is None:
         from nas.finetune.run import FinetuneError

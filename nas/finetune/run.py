@@ -8,7 +8,8 @@ clipping, dropout 0.1 before the head. A single learning rate leaves many small 
 majority class, so the run sweeps ``lrs`` (the GLUE practice of BERT, MobileBERT and SqueezeBERT)
 and reports the best dev accuracy together with every learning rate's figures.
 
-Same encoder weights, task, settings, seed and thread count: the same numbers, bit for bit.
+Same encoder weights, task, settings, seed, thread count and hardware: the same numbers, bit for
+bit on a CPU (on CUDA, see docs/distill.md).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from nas.distill.data import mean_pool
 from nas.errors import NasError
 from nas.finetune.tasks import Task
 from nas.model import Encoder
-from nas.precision import PRECISIONS, autocast, cpu_model, resolve_precision
+from nas.precision import DEVICE_FORMS, PRECISIONS, autocast, check_device, device_model, resolve_run
 
 
 HEAD_INITS = ("probe", "random")
@@ -52,7 +53,8 @@ class FinetuneConfig:
     dropout: float = 0.1
     seed: int = 0
     threads: int | None = None
-    precision: str = "auto"
+    precision: str = "auto"  # "auto", "fp32" or "bf16" autocast (nas.precision)
+    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
     # "probe": LP-FT (Kumar et al., 2022): the head starts as a logistic regression fit on the frozen
     # encoder's features, and that head alone is scored too (reported as lr 0); "random": a random head.
     head_init: str = "probe"
@@ -74,10 +76,22 @@ class FinetuneConfig:
             raise FinetuneError(f"fine-tune setting dropout={self.dropout!r}: must be in [0, 1)")
         if self.precision not in PRECISIONS:
             raise FinetuneError(f"fine-tune setting precision={self.precision!r}: must be one of {', '.join(PRECISIONS)}")
+        try:
+            check_device(self.device)
+        except ValueError:
+            raise FinetuneError(f"fine-tune setting device={self.device!r}: must be one of {DEVICE_FORMS}") from None
         if self.head_init not in HEAD_INITS:
             raise FinetuneError(f"fine-tune setting head_init={self.head_init!r}: must be one of {', '.join(HEAD_INITS)}")
         if self.threads is not None and self.threads < 1:
             raise FinetuneError(f"fine-tune setting threads={self.threads!r}: must be at least 1 (or null)")
+
+    @property
+    def resolved_hardware(self) -> tuple[torch.device, str]:
+        """(device, precision) for this machine; a FinetuneError naming the setting when it has no such device."""
+        try:
+            return resolve_run(self.device, self.precision)
+        except ValueError as err:
+            raise FinetuneError(f"fine-tune setting {err}") from None
 
     def replace(self, **changes: Any) -> "FinetuneConfig":
         return dataclasses.replace(self, **changes)
@@ -117,6 +131,7 @@ class FinetuneResult:
     hardware: str
     train_s: float
     examples_per_s: float
+    device: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +143,7 @@ class FinetuneResult:
             "sweep": [dataclasses.asdict(r) for r in self.sweep],
             "majority_accuracy": self.majority_accuracy,
             "precision": self.precision,
+            "device": self.device,
             "hardware": self.hardware,
             "train_s": self.train_s,
             "examples_per_s": self.examples_per_s,
@@ -189,7 +205,7 @@ def finetune(encoder: Encoder, task: Task, config: FinetuneConfig | None = None,
         )
     if encoder.arch.max_position_embeddings < config.seq_len:
         raise FinetuneError(f"genome {encoder.arch.id}: takes at most {encoder.arch.max_position_embeddings} tokens; lower seq_len")
-    precision = resolve_precision(config.precision)
+    device, precision = config.resolved_hardware
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -199,13 +215,13 @@ def finetune(encoder: Encoder, task: Task, config: FinetuneConfig | None = None,
         sweep, train_s, head = [], 0.0, None
         began = time.perf_counter()
         if config.head_init == "probe":
-            head, head_loss = fit_head(encoder, train, task.num_labels, config.batch_size * 2, precision)
-            probe = Classifier(encoder, task.num_labels, config.dropout)
+            head, head_loss = fit_head(encoder, train, task.num_labels, config.batch_size * 2, precision, device)
+            probe = Classifier(_on(encoder, device), task.num_labels, config.dropout).to(device)
             probe.head.load_state_dict(head)
-            accuracy, macro_f1 = classification_scores(_predict(probe, dev, config.batch_size * 2, precision), dev.labels, task.num_labels)
+            accuracy, macro_f1 = classification_scores(_predict(probe, dev, config.batch_size * 2, precision, device), dev.labels, task.num_labels)
             sweep.append(LrResult(lr=0.0, accuracy=accuracy, macro_f1=macro_f1, train_loss=head_loss))
         for lr in config.lrs:
-            sweep.append(_train_one(encoder, task.num_labels, train, dev, lr, config, precision, progress, head))
+            sweep.append(_train_one(encoder, task.num_labels, train, dev, lr, config, precision, device, progress, head))
         train_s += time.perf_counter() - began
     finally:
         torch.set_num_threads(previous_threads)
@@ -220,27 +236,29 @@ def finetune(encoder: Encoder, task: Task, config: FinetuneConfig | None = None,
         sweep=sweep,
         majority_accuracy=task.majority_accuracy(),
         precision=precision,
-        hardware=cpu_model(),
+        hardware=device_model(device),
+        device=str(device),
         train_s=train_s,
         examples_per_s=seen / train_s if train_s > 0 else 0.0,
     )
 
 
-def fit_head(encoder: Encoder, data: Encoded, num_labels: int, batch_size: int, precision: str) -> tuple[dict[str, torch.Tensor], float]:
+def fit_head(encoder: Encoder, data: Encoded, num_labels: int, batch_size: int, precision: str,
+             device: torch.device = torch.device("cpu")) -> tuple[dict[str, torch.Tensor], float]:
     """A linear head fit by multinomial logistic regression on the frozen encoder's pooled features.
 
     Full-batch Adam on standardised features (any encoder's scale, NoNorm's included, fits the
     same way), folded back into a head that reads the raw features. Deterministic. Returns the
-    head's state and its final training loss.
+    head's state (on the CPU) and its final training loss. The encoder runs on ``device``, the fit on the CPU.
     """
-    encoder.eval()
+    encoder = _on(encoder, device).eval()
     with torch.no_grad():
         features = []
         for lo in range(0, len(data.labels), batch_size):
-            ids, mask, types = _trimmed(data, torch.arange(lo, min(lo + batch_size, len(data.labels))))
-            with autocast(precision):
+            ids, mask, types = _trimmed(data, torch.arange(lo, min(lo + batch_size, len(data.labels))), device)
+            with autocast(precision, device):
                 hidden = encoder(ids, attention_mask=mask, token_type_ids=types).last_hidden_state.float()
-            features.append(mean_pool(hidden, mask))
+            features.append(mean_pool(hidden, mask).cpu())
         x = torch.cat(features)
         mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
         z = (x - mean) / std
@@ -259,13 +277,15 @@ def fit_head(encoder: Encoder, data: Encoded, num_labels: int, batch_size: int, 
     return head, float(loss.detach())
 
 
-def _train_one(encoder, num_labels, train: Encoded, dev: Encoded, lr, config: FinetuneConfig, precision, progress,
-               head: dict[str, torch.Tensor] | None = None) -> LrResult:
-    with torch.random.fork_rng(devices=[]):
+def _train_one(encoder, num_labels, train: Encoded, dev: Encoded, lr, config: FinetuneConfig, precision, device,
+               progress, head: dict[str, torch.Tensor] | None = None) -> LrResult:
+    # dropout draws from the device's generator: seed it, and give the caller's state back after
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
         model = Classifier(copy.deepcopy(encoder), num_labels, config.dropout)
         if head is not None:
             model.head.load_state_dict(head)
+        model.to(device)
         params = list(model.parameters())
         optimizer = torch.optim.AdamW(
             [
@@ -294,10 +314,11 @@ def _train_one(encoder, num_labels, train: Encoded, dev: Encoded, lr, config: Fi
             order = torch.randperm(n, generator=generator)
             losses = []
             for lo in range(0, n, config.batch_size):
-                ids, mask, types = _trimmed(train, order[lo : lo + config.batch_size])
-                with autocast(precision):
+                batch = order[lo : lo + config.batch_size]
+                ids, mask, types = _trimmed(train, batch, device)
+                with autocast(precision, device):
                     logits = model(ids, mask, types)
-                loss = nn.functional.cross_entropy(logits.float(), train.labels[order[lo : lo + config.batch_size]])
+                loss = nn.functional.cross_entropy(logits.float(), train.labels[batch].to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -308,28 +329,33 @@ def _train_one(encoder, num_labels, train: Encoded, dev: Encoded, lr, config: Fi
                     bar.update(1)
         if bar is not None:
             bar.close()
-        predicted = _predict(model, dev, config.batch_size * 2, precision)
+        predicted = _predict(model, dev, config.batch_size * 2, precision, device)
     accuracy, macro_f1 = classification_scores(predicted, dev.labels, num_labels)
     train_loss = sum(losses) / len(losses) if losses else float("nan")
     return LrResult(lr=lr, accuracy=accuracy, macro_f1=macro_f1, train_loss=train_loss)
 
 
+def _on(encoder: Encoder, device: torch.device) -> Encoder:
+    """The encoder itself when it is on ``device`` already, else a copy there (the caller's stays put)."""
+    return encoder if next(encoder.parameters()).device == device else copy.deepcopy(encoder).to(device)
+
+
 @torch.no_grad()
-def _predict(model: Classifier, data: Encoded, batch_size: int, precision: str) -> torch.Tensor:
+def _predict(model: Classifier, data: Encoded, batch_size: int, precision: str, device: torch.device) -> torch.Tensor:
     model.eval()
     out = []
     for lo in range(0, len(data.labels), batch_size):
-        with autocast(precision):
-            logits = model(*_trimmed(data, torch.arange(lo, min(lo + batch_size, len(data.labels)))))
-        out.append(logits.float().argmax(-1))
+        with autocast(precision, device):
+            logits = model(*_trimmed(data, torch.arange(lo, min(lo + batch_size, len(data.labels))), device))
+        out.append(logits.float().argmax(-1).cpu())
     return torch.cat(out)
 
 
-def _trimmed(data: Encoded, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A batch cut to its longest example: glosses are short, so most of a fixed window is padding."""
+def _trimmed(data: Encoded, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch cut to its longest example, on ``device``: glosses are short, so most of a fixed window is padding."""
     mask = data.mask[index]
     length = max(1, int(mask.sum(1).max()))
-    return data.ids[index, :length], mask[:, :length], data.token_types[index, :length]
+    return tuple(t.to(device) for t in (data.ids[index, :length], mask[:, :length], data.token_types[index, :length]))
 
 
 def classification_scores(predicted: torch.Tensor, labels: torch.Tensor, num_labels: int) -> tuple[float, float]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nas.search.run_dir import RUNS_DIR, RunDir, resolve_run
 from nas.search.settings import DEFAULTS, SAMPLERS, SearchSettings
-from nas.cli import non_negative_float as _minutes, positive_int as _positive_int
+from nas.cli import non_negative_float, positive_int as _positive_int
 
 
 def register(subparsers) -> None:
@@ -28,12 +28,14 @@ def register(subparsers) -> None:
                         help="comma-separated bounds on cheap scores, e.g. 'latency_ms@pixel4<=80,params<=30e6'; "
                         f"'' for none (default {','.join(DEFAULTS.constraints) or 'none'})")
     search.add_argument("--trials", type=_positive_int, help=f"candidates to evaluate with Ray trials (default {DEFAULTS.trials})")
-    search.add_argument("--time-budget", type=_minutes, metavar="MINUTES",
+    search.add_argument("--time-budget", type=non_negative_float, metavar="MINUTES",
                         help="propose no new candidate after this many minutes (running trials finish); 0 for none"
                         + (f" (default {DEFAULTS.time_budget_s / 60:g})" if DEFAULTS.time_budget_s else ""))
     search.add_argument("--sampler", choices=SAMPLERS, help=f"Optuna sampler (default {DEFAULTS.sampler})")
     search.add_argument("--seed", type=int)
     search.add_argument("--cpus-per-trial", type=_positive_int, help=f"CPUs (and torch threads) per trial (default {DEFAULTS.cpus_per_trial})")
+    search.add_argument("--gpus-per-trial", type=non_negative_float, metavar="G",
+                        help="GPUs per trial; a fraction such as 0.25 lets four trials share a GPU (default 0: CPUs only)")
     search.add_argument("--concurrency", type=_positive_int, help="trials at once (default: cluster CPUs / CPUs per trial)")
     search.add_argument("--keep-students", action="store_true", default=None, help="keep Pareto students' weights for `nas export`")
     search.add_argument("--no-asha", dest="asha", action="store_false", default=None, help="no early stopping of weak distillations")
@@ -82,6 +84,7 @@ def settings_from_args(args) -> SearchSettings:
         "sampler": args.sampler,
         "seed": args.seed,
         "cpus_per_trial": args.cpus_per_trial,
+        "gpus_per_trial": args.gpus_per_trial,
         "concurrency": args.concurrency,
         "keep_students": args.keep_students,
         "asha": args.asha,

@@ -7,6 +7,7 @@ pass ``--settings FILE.json`` (any subset of the fields below) to run something 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,10 @@ class SearchSettings:
     seed: int = 0
     seq_len: int = 128  # sequence length of the FLOP count
     cpus_per_trial: int = 1  # each trial sets torch threads to this
-    concurrency: int | None = None  # trials at once; None: cluster CPUs // cpus_per_trial
+    # GPUs each trial reserves; a fraction lets several small candidates share one GPU. A trial
+    # given one trains on it (the distill device "auto" becomes the GPU Ray assigned), else on its CPUs.
+    gpus_per_trial: float = 0.0
+    concurrency: int | None = None  # trials at once; None: as many as the cluster's nodes hold
     population_size: int | None = None  # NSGA-II generation size; None: min(50, max(8, trials // 12))
     # Distillation: the preset of nas.distill.DistillConfig ("search": the default run, probe-scored
     # once at its end; "quick" for smoke tests) and fields to override.
@@ -87,6 +91,11 @@ class SearchSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise fail(name, f"{value!r} must be a positive integer")
+        gpus = self.gpus_per_trial
+        if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not math.isfinite(gpus) or gpus < 0:
+            raise fail("gpus_per_trial", f"{gpus!r} must be a number of GPUs, 0 or more (a fraction shares a GPU)")
+        if gpus > 1 and gpus != int(gpus):
+            raise fail("gpus_per_trial", f"{gpus!r}: above 1 it must be a whole number (Ray shares a GPU only below 1)")
         if self.asha_reduction_factor < 2:
             raise fail("asha_reduction_factor", "must be at least 2")
         for name in ("concurrency", "population_size"):
@@ -107,6 +116,9 @@ class SearchSettings:
             raise fail("constraints", "must be a list of strings such as 'params<=30e6'")
         if not isinstance(self.distill, dict):
             raise fail("distill", "must be an object of DistillConfig fields")
+        if self.distill.get("device", "auto") not in ("auto", "cpu"):
+            raise fail("distill", f"device {self.distill['device']!r}: a trial trains on the GPU Ray gives it; "
+                       "set gpus_per_trial (--gpus-per-trial) and leave device auto, or set cpu")  # fmt: skip
         from nas.references import reference_names
 
         known = reference_names()

@@ -350,10 +350,12 @@ def evaluate_candidate(config: dict[str, Any], setup: dict[str, Any]) -> None:
 
     cpus = setup["cpus_per_trial"]
     torch.set_num_threads(cpus)  # the CPUs Ray reserved for this trial, no more
+    # The device comes from what Ray gave the trial; reported, so placement can be read from the results.
+    placement = {"device": trial_device(), "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids())}
     started = time.perf_counter()
     base: dict[str, Any] = dict(config["scores"]) | {
         "trial": config["trial"], "genome_id": config["genome_id"], "status": "running", "reason": "", "node": node_label(),
-    }
+    } | placement
     if "distill" in setup["objectives"]:
         base["step"] = 0  # ASHA's clock
     final: dict[str, Any] = {"status": "ok"}
@@ -384,6 +386,8 @@ def _distill(arch: ArchConfig, setup: dict[str, Any], base: dict[str, Any], star
     from nas.distill import distill
 
     config = SearchSettings.from_dict(setup["settings"]).distill_config()
+    if config.device == "auto":
+        config = config.replace(device=base["device"])
 
     def on_checkpoint(point) -> None:
         base.update(
@@ -414,6 +418,15 @@ def _constant_embedding_score(config, result) -> float | None:
     from nas.distill.teacher import load_teacher
 
     return probe_baseline(load_teacher(config.teacher, config.resolved_cache_dir).tokenizer)  # cached teacher
+
+
+def trial_device() -> str:
+    """The device this Ray trial trains on: the first GPU Ray assigned to it ("cuda:0": Ray sets
+    CUDA_VISIBLE_DEVICES to the trial's GPUs) when torch can use it, else "cpu". A trial that
+    reserved no GPU never takes one, even on a GPU node."""
+    import torch
+
+    return "cuda:0" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
 
 
 class _StudentCheckpoint:
@@ -621,7 +634,7 @@ def run_search(
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables, our progress bar only
         started_ray = connect(address, num_cpus)
-        _check_cpus(settings)
+        _check_resources(settings)
         if not resume:  # the run exists from here on (all checks passed)
             from nas.search.run_dir import atomic_write_json, atomic_write_text
 
@@ -670,11 +683,22 @@ def _describe_study(driver: _Driver) -> None:
     optuna_study.describe_study(driver.study, [o.name for o in driver.objectives], [c.source for c in driver.constraints], notes)
 
 
-def _check_cpus(settings: SearchSettings) -> None:
-    """NasError when no node of the cluster can hold one trial (Tune would wait for ever)."""
-    largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
-    if largest < settings.cpus_per_trial:
-        raise NasError(f"--cpus-per-trial {settings.cpus_per_trial}: no Ray node has that many CPUs (the largest has {largest:g})")
+def _check_resources(settings: SearchSettings) -> None:
+    """NasError when no node of the cluster can hold one trial's CPUs and GPUs (Tune would wait for ever)."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    cpus, gpus = settings.cpus_per_trial, settings.gpus_per_trial
+    largest = max((node.get("CPU", 0) for node in nodes), default=0)
+    if gpus and not any(node.get("GPU", 0) for node in nodes):
+        raise NasError(f"--gpus-per-trial {gpus:g}: the Ray cluster has no GPUs ({len(nodes)} node(s), CPUs only); "
+                       "drop --gpus-per-trial, or join a cluster with GPU nodes (--address)")  # fmt: skip
+    if any(node.get("CPU", 0) >= cpus and node.get("GPU", 0) >= gpus for node in nodes):
+        return
+    if largest < cpus:
+        raise NasError(f"--cpus-per-trial {cpus}: no Ray node has that many CPUs (the largest has {largest:g})")
+    most = max(node.get("GPU", 0) for node in nodes)
+    with_most = max(node.get("CPU", 0) for node in nodes if node.get("GPU", 0) == most)
+    raise NasError(f"--cpus-per-trial {cpus} --gpus-per-trial {gpus:g}: no Ray node has both (the node with most GPUs "
+                   f"has {most:g} GPU(s) and {with_most:g} CPUs)")  # fmt: skip
 
 
 def _trainable(driver: _Driver):
@@ -687,12 +711,17 @@ def _trainable(driver: _Driver):
         "hold_s": settings.hold_s,
     }
     trainable = tune.with_parameters(evaluate_candidate, setup=setup)
-    return tune.with_resources(trainable, {"cpu": settings.cpus_per_trial})
+    resources = {"cpu": settings.cpus_per_trial} | ({"gpu": settings.gpus_per_trial} if settings.gpus_per_trial else {})
+    return tune.with_resources(trainable, resources)
 
 
 def _concurrency(settings: SearchSettings) -> int:
     if settings.concurrency:
         return settings.concurrency
+    if settings.gpus_per_trial:  # trials that fit on each node at once, counting its CPUs and its GPUs
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        fit = sum(int(min(n.get("CPU", 0) // settings.cpus_per_trial, n.get("GPU", 0) // settings.gpus_per_trial)) for n in nodes)
+        return max(1, min(settings.trials, fit))
     cpus = int(ray.cluster_resources().get("CPU", 1))
     return max(1, min(settings.trials, cpus // settings.cpus_per_trial))
 
