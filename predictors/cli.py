@@ -93,6 +93,8 @@ def register(subparsers) -> None:
     p.add_argument("--seq-len", type=_positive_int, default=128)
     p.add_argument("--threads", type=_positive_int, default=4, help="threads the run script uses (default 4)")
     p.add_argument("--runs", type=_positive_int, default=50, help="timed runs per model in the run script (default 50)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
+                   help="fp32 (default) or int8: every model dynamically quantized with ONNX Runtime (TFLite: see docs)")
     p.add_argument("--out", required=True, help="bundle folder to create (must not exist)")
     p.set_defaults(func=_export_bench)
 
@@ -103,6 +105,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", required=True, help="name for the device (e.g. pixel7)")
     p.add_argument("--runtime", required=True, help="what ran the models (onnxruntime, tflite, pytorch-mobile, ...)")
     p.add_argument("--threads", type=_positive_int, required=True)
+    p.add_argument("--precision", choices=("fp32", "int8", "bf16"),
+                   help="precision the models ran at, part of the device's identity (default: the manifest's, else fp32)")
     p.add_argument("--seq-len", type=_positive_int, help="sequence length (default: the manifest's, else 128)")
     p.add_argument("--base", help="predictor to calibrate when too few genomes for a full fit (e.g. runs/latency/host.json)")
     p.add_argument("--groups", default="compute,norm_act,memory_overhead",
@@ -125,6 +129,8 @@ def _genome_args(p: argparse.ArgumentParser) -> None:
 
 def _setting_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "torch"))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "bf16"),
+                   help="fp32 (default), int8 (ONNX Runtime dynamic quantization) or bf16 (torch autocast)")
     p.add_argument("--threads", type=_positive_int, default=1)
     p.add_argument("--seq-len", type=_positive_int, default=128)
     p.add_argument("--clock", default="auto", choices=("auto", "cpu", "wall"),
@@ -217,10 +223,10 @@ def _measure(args) -> int:
     meta = _conditions(args, clock, protocol)
     meta["source"] = f"nas latency measure, {len(archs)} genomes"
     results = measure_genomes(archs, runtime=args.runtime, threads=args.threads, seq_len=args.seq_len,
-                              protocol=protocol, clock=clock, cache_dir=args.cache, seed=args.seed)
+                              protocol=protocol, clock=clock, cache_dir=args.cache, seed=args.seed, precision=args.precision)
     meta["finished_at"], meta["load_average_end"] = _now(), load_average()
     data = MeasurementSet(args.device, args.runtime, args.threads, args.seq_len,
-                          [m.to_dict() for m in results], {a.id: a for a in archs}, [], meta)
+                          [m.to_dict() for m in results], {a.id: a for a in archs}, [], meta, precision=args.precision)
     data.save(out)
     print(f"{'genome':<14} {'latency_ms':>11} {'spread':>7}  status")
     refused = 0
@@ -244,9 +250,10 @@ def _microbench(args) -> int:
     kernels = shuffled(select_kernels(load_space(args.space), args.seq_len, args.sample, args.per_kind, args.seed), args.seed)
     meta = _conditions(args, clock, protocol)
     meta["source"] = f"nas latency microbench, {len(kernels)} kernels from space {args.space}"
-    records = run_microbenchmarks(kernels, runtime=args.runtime, threads=args.threads, protocol=protocol, clock=clock)
+    records = run_microbenchmarks(kernels, runtime=args.runtime, threads=args.threads, protocol=protocol, clock=clock,
+                                  precision=args.precision)
     meta["finished_at"], meta["load_average_end"] = _now(), load_average()
-    MeasurementSet(args.device, args.runtime, args.threads, args.seq_len, [], {}, records, meta).save(out)
+    MeasurementSet(args.device, args.runtime, args.threads, args.seq_len, [], {}, records, meta, precision=args.precision).save(out)
     trusted = sum(r["trusted"] for r in records)
     print(f"{'kernel':<44} {'latency_ms':>11} {'spread':>7}")
     for r in sorted(records, key=lambda r: r["name"]):
@@ -262,10 +269,11 @@ def merge_sets(paths: list[str]):
     sets = [MeasurementSet.load(p) for p in paths]
     first = sets[0]
     for other in sets[1:]:
-        for key in ("device", "runtime", "threads", "seq_len"):
+        for key in ("device", "runtime", "precision", "threads", "seq_len"):
             if getattr(other, key) != getattr(first, key):
                 raise NasError(f"{other.path}: {key} {getattr(other, key)!r} differs from {first.path}'s {getattr(first, key)!r}; fit one setting at a time")
-    merged = MeasurementSet(first.device, first.runtime, first.threads, first.seq_len, meta=dict(first.meta), path=", ".join(paths))
+    merged = MeasurementSet(first.device, first.runtime, first.threads, first.seq_len, meta=dict(first.meta), path=", ".join(paths),
+                            precision=first.precision)
     for s in sets:
         merged.records.extend(s.records)
         merged.genomes.update(s.genomes)
@@ -315,7 +323,8 @@ def fit_predictor(data, use_kernels: bool = True, kernel_weight: float = 0.3, so
         "latency_range_ms": [float(np.min(rows.y[e2e])), float(np.max(rows.y[e2e]))],
     }
     description = meta.get("description", {})
-    return Predictor(data.device, data.runtime, data.threads, data.seq_len, coefficients, description, provenance)
+    return Predictor(data.device, data.runtime, data.threads, data.seq_len, coefficients, description, provenance,
+                     precision=data.precision)
 
 
 def _fit(args) -> int:
@@ -331,7 +340,7 @@ def _fit(args) -> int:
 def _print_fit(predictor, out: Path) -> None:
     prov = predictor.provenance
     tr, cv = prov["train_scores"], prov.get("cross_validation_5fold")
-    print(f"fitted {predictor.device} ({predictor.runtime}, {predictor.threads} thread(s), seq {predictor.seq_len}) on "
+    print(f"fitted {predictor.device} ({predictor.runtime} {predictor.precision}, {predictor.threads} thread(s), seq {predictor.seq_len}) on "
           f"{prov['fitted_on']['genomes']} genomes and {prov['fitted_on']['kernels']} kernels")
     print(f"  training: MAPE {tr['mape']:.1%}, within 10 % {tr['within_10']:.0%}, Kendall tau {tr['kendall_tau']:.3f}")
     if cv:
@@ -436,12 +445,14 @@ def _measure_heldout(args, predictor, train, out_dir: Path):
     mixed = archs + anchor_archs
     random.Random(args.seed).shuffle(mixed)
     results = {m.genome_id: m for m in measure_genomes(mixed, runtime=predictor.runtime, threads=predictor.threads,
+                                                       precision=predictor.precision,
                                                        seq_len=predictor.seq_len, protocol=protocol, clock=clock, seed=args.seed)}
     meta["finished_at"], meta["load_average_end"] = _now(), load_average()
 
     def as_set(group, path):
         data = MeasurementSet(predictor.device, predictor.runtime, predictor.threads, predictor.seq_len,
-                              [results[a.id].to_dict() for a in group], {a.id: a for a in group}, [], dict(meta))
+                              [results[a.id].to_dict() for a in group], {a.id: a for a in group}, [], dict(meta),
+                              precision=predictor.precision)
         data.save(path)
         data.path = str(path)
         return data
@@ -483,15 +494,16 @@ def _profile(args) -> int:
     kernels = []
     if not args.no_kernels:
         chosen = shuffled(select_kernels(space, args.seq_len, shape_sample, per_kind, args.seed), args.seed)
-        kernels = run_microbenchmarks(chosen, runtime=args.runtime, threads=args.threads, protocol=kernel_protocol, clock=clock)
+        kernels = run_microbenchmarks(chosen, runtime=args.runtime, threads=args.threads, protocol=kernel_protocol, clock=clock,
+                                      precision=args.precision)
     results = measure_genomes(archs, runtime=args.runtime, threads=args.threads, seq_len=args.seq_len,
-                              protocol=protocol, clock=clock, cache_dir=args.cache, seed=args.seed)
+                              protocol=protocol, clock=clock, cache_dir=args.cache, seed=args.seed, precision=args.precision)
     meta["finished_at"], meta["load_average_end"] = _now(), load_average()
     meta["seconds"] = round(time.perf_counter() - started, 1)
     # CPU seconds of this process: what the wall time would be on an idle machine (one thread)
     meta["cpu_seconds"] = round(time.process_time() - cpu_started, 1)
     data = MeasurementSet(args.device, args.runtime, args.threads, args.seq_len,
-                          [m.to_dict() for m in results], {a.id: a for a in archs}, kernels, meta)
+                          [m.to_dict() for m in results], {a.id: a for a in archs}, kernels, meta, precision=args.precision)
     data.save(data_out)
     data.path = str(data_out.resolve())
     predictor = fit_predictor(data, use_kernels=bool(kernels), sources=[data.path])
@@ -521,8 +533,9 @@ def _export_bench(args) -> int:
             if len(archs) == len(names) + args.n:
                 break
     kernels = select_kernels(space, args.seq_len, 40, args.kernels_per_kind, args.seed) if args.kernels_per_kind > 0 else []
-    out = export_bundle(args.out, archs, kernels, seq_len=args.seq_len, threads=args.threads, runs=args.runs, names=labels)
-    print(f"wrote {out}: {len(archs)} genomes ({len(labels)} reference designs) and {len(kernels)} kernels; "
+    out = export_bundle(args.out, archs, kernels, seq_len=args.seq_len, threads=args.threads, runs=args.runs, names=labels,
+                        precision=args.precision)
+    print(f"wrote {out}: {len(archs)} genomes ({len(labels)} reference designs) and {len(kernels)} kernels, {args.precision}; "
           f"next: see {out}/README.txt")
     return 0
 
@@ -538,9 +551,13 @@ def _ingest(args) -> int:
 
     out = _out_path(args, default_device=args.device)
     data_out = check_writable(_companion(out, ".measurements.json"), args.force)
-    genomes, kernels, names, seq_len = {}, {}, {}, args.seq_len
+    genomes, kernels, names, seq_len, precision = {}, {}, {}, args.seq_len, args.precision
     if args.manifest:
         manifest = load_manifest(args.manifest)
+        if precision is not None and precision != manifest["precision"]:
+            raise NasError(f"{manifest['path']}: the bundle's models are {manifest['precision']}, --precision says {precision}; "
+                           "ingest each precision as its own device (drop --precision to take the manifest's)")
+        precision = manifest["precision"]
         genomes = dict(manifest["genomes"])
         kernels = {k["id"]: k for k in manifest.get("kernels", [])}
         names = {m["id"]: m.get("name") for m in manifest.get("models", []) if m.get("name")}
@@ -550,6 +567,7 @@ def _ingest(args) -> int:
     if args.genomes:
         genomes.update(load_genomes(args.genomes))
     seq_len = seq_len or 128
+    precision = precision or "fp32"
     readings = read_results(args.results)
     by_genome: dict[str, list] = {}
     by_kernel: dict[str, list] = {}
@@ -586,7 +604,7 @@ def _ingest(args) -> int:
             "clock": "as reported by the tool", "library_versions": library_versions(), "started_at": _now(),
             "source": f"nas latency ingest of {len(readings)} readings ({', '.join(formats)}) from {', '.join(map(str, args.results))}"}
     used = {gid: genomes[gid] for gid in by_genome}
-    data = MeasurementSet(args.device, args.runtime, args.threads, seq_len, records, used, kernel_records, meta)
+    data = MeasurementSet(args.device, args.runtime, args.threads, seq_len, records, used, kernel_records, meta, precision=precision)
     if len(records) >= args.min_genomes:
         data.save(data_out)
         data.path = str(data_out.resolve())
@@ -597,12 +615,12 @@ def _ingest(args) -> int:
     if not args.base:
         raise NasError(f"only {len(records)} genomes measured (a full fit needs --min-genomes {args.min_genomes}); "
                        "give --base PREDICTOR (e.g. runs/latency/host.json) to calibrate a few scale factors on it")
-    base = load(args.base, seq_len=seq_len)
+    base = load(args.base, seq_len=seq_len)  # any precision: int8 on a phone is priced from the fp32 host structure
     points = [Point(names.get(r["genome_id"], r["genome_id"]), genomes[r["genome_id"]], r["latency_ms"],
                     "; ".join(x["source"] for x in r["readings"])) for r in records]
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     predictor = calibrate(base, points, device=args.device, runtime=args.runtime, threads=args.threads, group_names=groups,
-                          description=meta["description"], source=meta["source"])
+                          description=meta["description"], source=meta["source"], precision=precision)
     data.save(data_out)
     predictor.provenance["measurements"] = str(data_out.resolve())
     predictor.save(out)
@@ -612,7 +630,7 @@ def _ingest(args) -> int:
 
 def _print_calibration(predictor, out: Path) -> None:
     prov = predictor.provenance
-    print(f"calibrated {predictor.device} ({predictor.runtime}, {predictor.threads} threads, seq {predictor.seq_len}) "
+    print(f"calibrated {predictor.device} ({predictor.runtime} {predictor.precision}, {predictor.threads} threads, seq {predictor.seq_len}) "
           f"on {len(prov['fitted_on'])} genomes: scales " + ", ".join(f"{g} x{s:.3g}" for g, s in prov["scales"].items()))
     print(f"{'genome':<20} {'measured':>9} {'fitted':>9} {'leave-one-out':>14}")
     for p in prov["fitted_on"]:

@@ -8,7 +8,7 @@ against measured latency for all three.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from predictors.predictor import Predictor
 
 def check_matches(predictor: Predictor, data: MeasurementSet) -> None:
     """The measurements must be for the setting the predictor is for."""
-    for key in ("runtime", "threads", "seq_len"):
+    for key in ("runtime", "precision", "threads", "seq_len"):
         if getattr(predictor, key) != getattr(data, key):
             raise NasError(
                 f"{data.path}: measured with {key} {getattr(data, key)!r} but predictor {predictor.name} is for "
@@ -38,12 +38,21 @@ def machine_drift(train: MeasurementSet, anchors: MeasurementSet) -> dict[str, A
     no held-out latency, so correcting predictions by it is fair.
     """
     old = {r["genome_id"]: r["latency_ms"] for r in train.trusted_records()}
-    ratios = np.array([r["latency_ms"] / old[r["genome_id"]] for r in anchors.trusted_records() if r["genome_id"] in old])
-    if len(ratios) == 0:
+    pairs = [(r["latency_ms"], old[r["genome_id"]]) for r in anchors.trusted_records() if r["genome_id"] in old]
+    if not pairs:
         raise NasError(f"{anchors.path}: no anchor genome is among the trusted training genomes of {train.path}")
+    return drift_factor([p[0] for p in pairs], [p[1] for p in pairs]) | {"anchors_file": anchors.path}
+
+
+def drift_factor(now_ms: Sequence[float], then_ms: Sequence[float]) -> dict[str, Any]:
+    """The median ratio of the same models' latencies now over then (1.09 = 9 % slower now), with
+    its quartiles and range."""
+    ratios = np.asarray(now_ms, dtype=float) / np.asarray(then_ms, dtype=float)
+    if len(ratios) == 0:
+        raise NasError("no model measured both times: no drift factor")
     q1, q3 = np.percentile(ratios, [25, 75])
     return {"anchors": int(len(ratios)), "factor": float(np.median(ratios)), "q1": float(q1), "q3": float(q3),
-            "min": float(ratios.min()), "max": float(ratios.max()), "anchors_file": anchors.path}
+            "min": float(ratios.min()), "max": float(ratios.max())}
 
 
 def evaluate(
