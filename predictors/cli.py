@@ -66,6 +66,9 @@ def register(subparsers) -> None:
     p.add_argument("--anchors", type=int, default=10,
                    help="training genomes re-measured among the held-out ones to tell machine drift from error (default 10)")
     p.add_argument("--anchors-file", help="with --heldout: training genomes re-measured in the held-out session")
+    p.add_argument("--write-corrected", metavar="PATH",
+                   help="also write the predictor with its prices multiplied by the measured drift (needs anchors)")
+    p.add_argument("--force", action="store_true", help="replace --write-corrected if it exists")
     _protocol_args(p)
     p.add_argument("--out-dir", help="folder for evaluation.json/.md, the plot and held-out measurements "
                    "(default runs/latency/eval-DEVICE-TIME)")
@@ -285,6 +288,7 @@ def fit_predictor(data, use_kernels: bool = True, kernel_weight: float = 0.3, so
     """Fit the structural predictor on a measurement set; provenance records data, method and errors."""
     import numpy as np
 
+    from predictors.evaluate import anchor_records
     from predictors.fit import cross_validate, fit_structural, predict_rows, rows_from_set, scores
     from predictors.harness import library_versions
     from predictors.predictor import Predictor
@@ -318,6 +322,8 @@ def fit_predictor(data, use_kernels: bool = True, kernel_weight: float = 0.3, so
         "kernel_weight": kernel_weight if trusted_kernels else None,
         "train_scores": train_scores,
         "cross_validation_5fold": cv_scores,
+        # re-measured by `nas latency evaluate` to tell the machine's drift from prediction error
+        "anchors": anchor_records(data, 10),
         "fitted_with": library_versions(),
         "fitted_at": _now(),
         "latency_range_ms": [float(np.min(rows.y[e2e])), float(np.max(rows.y[e2e]))],
@@ -377,8 +383,8 @@ def _predict(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from predictors.data import MeasurementSet
-    from predictors.evaluate import evaluate, format_table, save_report
+    from predictors.data import MeasurementSet, check_writable
+    from predictors.evaluate import anchor_set, drift_corrected, evaluate, format_table, save_report
     from predictors.predictor import USER_PROFILES_DIR, load
 
     predictor = load(args.device)
@@ -387,20 +393,29 @@ def _evaluate(args) -> int:
     if args.train:
         train = MeasurementSet.load(args.train)
     else:
-        sources = (predictor.provenance.get("fitted_on") or {}).get("measurements") or []
+        fitted_on = predictor.provenance.get("fitted_on")  # a phone profile lists its published points instead
+        sources = (fitted_on.get("measurements") or []) if isinstance(fitted_on, dict) else []
         existing = [s for s in sources if isinstance(s, str) and Path(s).is_file()]
         if existing:
             train = merge_sets(existing)
     anchors = MeasurementSet.load(args.anchors_file) if args.anchors_file else None
+    anchors_then = anchor_set(predictor)  # the anchors the predictor file carries, when its training file is gone
+    corrected_out = check_writable(args.write_corrected, args.force) if args.write_corrected else None
     if args.heldout:
         heldout = MeasurementSet.load(args.heldout)
     else:
-        heldout, measured_anchors = _measure_heldout(args, predictor, train, out_dir)
+        heldout, measured_anchors = _measure_heldout(args, predictor, train or anchors_then, out_dir)
         anchors = anchors or measured_anchors
-    report = evaluate(predictor, heldout, train, mlp_steps=args.mlp_steps, anchors=anchors)
+    report = evaluate(predictor, heldout, train, mlp_steps=args.mlp_steps, anchors=anchors, anchors_then=anchors_then)
     paths = save_report(report, out_dir)
     sys.stdout.write(format_table(report))
     print(f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")
+    if corrected_out is not None:
+        if "drift" not in report:
+            raise NasError(f"--write-corrected: no drift measured (predictor {predictor.name} carries no anchors and no "
+                           "training measurements were found); pass --train, or measure anchors with --anchors N")
+        drift_corrected(predictor, report["drift"]).save(corrected_out)
+        print(f"wrote {corrected_out}: every price x{report['drift']['factor']:.3f}")
     return 0
 
 
@@ -410,6 +425,7 @@ def _measure_heldout(args, predictor, train, out_dir: Path):
     prediction error."""
     from nas.space import load_space
     from predictors.data import MeasurementSet, check_writable
+    from predictors.evaluate import anchor_records
     from predictors.harness import clock_for, host_description, load_average, measure_genomes
 
     here = host_description()
@@ -430,11 +446,8 @@ def _measure_heldout(args, predictor, train, out_dir: Path):
         if len(archs) == args.n:
             break
     anchor_archs = []
-    if train is not None and args.anchors > 0:
-        # spread over the training latencies, smallest to largest
-        trusted = sorted(train.trusted_records(), key=lambda r: r["latency_ms"])
-        picks = sorted(set(np.linspace(0, len(trusted) - 1, min(args.anchors, len(trusted))).round().astype(int).tolist()))
-        anchor_archs = [train.genomes[trusted[i]["genome_id"]] for i in picks]
+    if train is not None and args.anchors > 0:  # spread over the training latencies, smallest to largest
+        anchor_archs = [train.genomes[a["genome_id"]] for a in anchor_records(train, args.anchors)]
     clock = (train.meta.get("clock") if train is not None else None) or "auto"
     clock, _ = clock_for(clock, predictor.threads)
     protocol = _protocol(args)
@@ -512,6 +525,12 @@ def _profile(args) -> int:
     print(f"measured {len(results) - refused} genomes ({refused} refused as too noisy) and {len(kernels)} kernels "
           f"in {meta['seconds']:.0f} s ({meta['cpu_seconds']:.0f} s of CPU, {clock} clock); measurements in {data_out}")
     _print_fit(predictor, out)
+    busiest, cpus = max(meta["load_average_start"], meta["load_average_end"]), meta["description"].get("logical_cpus") or 1
+    if busiest > cpus / 2:
+        # a busy neighbour slows every genome alike (here about 9 % with one busy process on the other core)
+        print(f"measured under load average {busiest:.1f} on {cpus} CPUs: every price may be biased by the neighbours' load. "
+              f"When the machine is quiet, 'nas latency evaluate --device {out} --write-corrected FILE' re-measures the "
+              f"{len(predictor.provenance['anchors'])} anchor genomes this profile carries, reports the drift and writes the corrected predictor")
     return 0
 
 
