@@ -1,6 +1,8 @@
 """How many measurements does a new device need? (issue 13) The transfer table, from the CSV.
 
-    .venv/bin/python bench/latency.py transfer [--draws 10] [--strength 0.1]
+    .venv/bin/python bench/latency.py transfer [--draws 10] [--strength 0.1] [--sensitivity]
+    .venv/bin/python bench/latency.py transfer --write   # also predictors/transfer_errors.json and the
+                                                         # expected error in predictors/profiles/*.json
 
 Reads ``bench/results/transfer_measurements.csv`` and ``transfer_design.json`` (written by
 ``bench/transfer_measure.py``) and re-runs in seconds. The base predictor is fitted on the base
@@ -23,10 +25,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from predictors.data import _genome  # noqa: E402
+from predictors.data import _genome, now_iso, write_json_atomic  # noqa: E402
 from predictors.evaluate import drift_factor  # noqa: E402
 from predictors.fit import Rows, fit_structural, genome_rows, kernel_rows, predict_rows, scores, stack  # noqa: E402
-from predictors.transfer import DEFAULT_STRENGTH, draw_subsets, transfer_fit  # noqa: E402
+from predictors.transfer import DEFAULT_GROUPS, DEFAULT_STRENGTH, draw_subsets, transfer_fit  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 BASE = "ort-fp32-1t"
@@ -85,10 +87,54 @@ def transfer_scores(study: Study, base: dict[str, float], target: str, draws: in
                 rows = study.rows(target, ids)
                 if with_kernels and len(kernels.y):
                     rows = stack(rows, kernels)
-                coefficients = transfer_fit(base, rows, method, strength=strength)
+                groups = tuple(method.split(":", 1)[1].split(",")) if method.startswith("groups:") else DEFAULT_GROUPS
+                coefficients = transfer_fit(base, rows, method.split(":", 1)[0], strength=strength, groups=groups)
                 runs.append(scores(test.y, predict_rows(coefficients, test.x)))
             out[(label, n)] = {k: float(np.median([r[k] for r in runs])) for k in ("mape", "within_5", "within_10", "kendall_tau")}
     return out
+
+
+def across_settings(tables: dict[str, dict], label: str, n: int) -> dict[str, float | list[float]]:
+    """One (method, N) cell summarised over the settings: medians and the range of MAPE."""
+    cells = [t[(label, n)] for t in tables.values()]
+    mape = [c["mape"] for c in cells]
+    return {"mape_median": float(np.median(mape)), "mape_range": [float(min(mape)), float(max(mape))],
+            "within_10_median": float(np.median([c["within_10"] for c in cells])),
+            "kendall_tau_median": float(np.median([c["kendall_tau"] for c in cells]))}
+
+
+def write_errors(study: Study, base: dict[str, float], tables: dict[str, dict], summary: dict, draws: int, strength: float) -> None:
+    """predictors/transfer_errors.json (what ingest quotes and picks its method by) and, in each
+    shipped phone profile, the error its own method and N give on the measured settings."""
+    targets = list(tables)
+    source = (f"bench/latency.py transfer --write: {len(study.ids(BASE, 'heldout'))} held-out genomes on each of {', '.join(targets)}; "
+              f"N calibration genomes drawn {draws} times from a disjoint pool; base {BASE} fitted on the pool + kernels")
+    errors = {"format": "nas-transfer-errors", "written": now_iso(), "source": source, "settings": targets, "ns": list(NS),
+              "prior_strength": strength, "trusted_within_10": TRUST_WITHIN_10,
+              "methods": {label: {"method": method, "kernels": kernels,
+                                  "by_n": {str(n): across_settings(tables, label, n) for n in NS},
+                                  "n_for_trusted": {t: summary[t][label] for t in targets}}
+                          for label, method, kernels in VARIANTS}}
+    write_json_atomic(ROOT / "predictors" / "transfer_errors.json", errors)
+    print("\nwrote predictors/transfer_errors.json")
+    for path in sorted((ROOT / "predictors" / "profiles").glob("*.json")):
+        profile = json.loads(path.read_text())
+        prov = profile["provenance"]
+        n, groups = len(prov["fitted_on"]), list(prov["groups"])
+        label = f"group scales ({'+'.join(groups)})"
+        variant = ((label, "groups:" + ",".join(groups), False),)
+        per = {t: transfer_scores(study, base, t, draws, strength, variant, (n,)) for t in targets}
+        cell = across_settings(per, label, n)
+        prov["expected_error"] = {
+            "method": f"one scale per group ({', '.join(groups)}) on {n} measured genomes, as this profile was fitted",
+            "mape_median": cell["mape_median"], "mape_range": cell["mape_range"],
+            "within_10_median": cell["within_10_median"], "kendall_tau_median": cell["kendall_tau_median"],
+            "measured_on": f"{len(targets)} host settings treated as new devices ({', '.join(targets)})",
+            "source": source,
+        }
+        write_json_atomic(path, profile)
+        print(f"{path.name}: {label}, N={n}: MAPE {cell['mape_median']:.1%} (range {cell['mape_range'][0]:.1%}-{cell['mape_range'][1]:.1%}), "
+              f"within +-10 % {cell['within_10_median']:.0%}")
 
 
 def n_needed(table: dict, label: str, ns=NS) -> int | None:
@@ -100,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draws", type=int, default=10, help="calibration draws per N (default 10; the table gives medians)")
     parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, help=f"prior strength (default {DEFAULT_STRENGTH})")
     parser.add_argument("--sensitivity", action="store_true", help="also print the prior-strength sensitivity")
+    parser.add_argument("--write", action="store_true", help="write predictors/transfer_errors.json and the profiles' expected error")
     args = parser.parse_args(argv)
     study = Study()
     base = base_predictor(study)
@@ -112,16 +159,21 @@ def main(argv: list[str] | None = None) -> int:
           f"MAPE {s['mape']:.1%}, within +-10 % {s['within_10']:.0%}, Kendall tau {s['kendall_tau']:.3f}; "
           f"held-out latencies {base_test.y.min():.1f}-{base_test.y.max():.1f} ms (median {np.median(base_test.y):.1f}).\n")
     summary: dict[str, dict[str, int | None]] = {}
+    tables: dict[str, dict] = {}
     for target in study.targets:
         if target == BASE:
             continue
         test = study.rows(target, held)
         raw = scores(test.y, predict_rows(base, test.x))
-        table = transfer_scores(study, base, target, args.draws, args.strength)
+        full = fit_structural(stack(study.rows(target, pool), study.kernel_rows(target)))
+        ceiling = scores(test.y, predict_rows(full, test.x))
+        table = tables[target] = transfer_scores(study, base, target, args.draws, args.strength)
         print(f"## {target}\n")
         print(f"held-out latencies {test.y.min():.1f}-{test.y.max():.1f} ms (median {np.median(test.y):.1f}, "
               f"{np.median(test.y / base_test.y):.2f}x the base setting's); base predictor untouched: MAPE {raw['mape']:.1%}, "
-              f"within +-10 % {raw['within_10']:.0%}, Kendall tau {raw['kendall_tau']:.3f}\n")
+              f"within +-10 % {raw['within_10']:.0%}, Kendall tau {raw['kendall_tau']:.3f}; ceiling (from scratch on all "
+              f"{len(pool)} pool genomes + kernels of this setting): MAPE {ceiling['mape']:.1%}, within +-10 % "
+              f"{ceiling['within_10']:.0%}, tau {ceiling['kendall_tau']:.3f}\n")
         print("| method | " + " | ".join(f"N={n}: MAPE / +-10 % / tau" for n in NS) + " | N for 95 % within +-10 % |")
         print("|---|" + "---:|" * (len(NS) + 1))
         summary[target] = {}
@@ -136,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|" + "---:|" * len(summary))
     for label, _, _ in VARIANTS:
         print(f"| {label} | " + " | ".join(str(summary[t][label] or f"> {NS[-1]}") for t in summary) + " |")
+    print("\n## Across settings: median MAPE (range) / median within +-10 % / median tau\n")
+    print("| method | " + " | ".join(f"N={n}" for n in NS) + " |")
+    print("|---|" + "---:|" * len(NS))
+    for label, _, _ in VARIANTS:
+        cells = [across_settings(tables, label, n) for n in NS]
+        print(f"| {label} | " + " | ".join(f"{c['mape_median']:.1%} ({c['mape_range'][0]:.0%}-{c['mape_range'][1]:.0%}) / "
+                                           f"{c['within_10_median']:.0%} / {c['kendall_tau_median']:.2f}" for c in cells) + " |")
     busy = "ort-fp32-1t-busy"
     if busy in study.latency:
         anchors = pool[:: max(1, len(pool) // 10)][:10]
@@ -156,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             cells = [f"{np.median([p[('prior refit', n)]['within_10'] for p in per]):.0%} / "
                      f"{np.median([p[('prior refit', n)]['mape'] for p in per]):.1%}" for n in NS]
             print(f"| {strength} | " + " | ".join(cells) + " |")
+    if args.write:
+        write_errors(study, base, tables, summary, args.draws, args.strength)
     return 0
 
 

@@ -111,10 +111,15 @@ def register(subparsers) -> None:
     p.add_argument("--precision", choices=("fp32", "int8", "bf16"),
                    help="precision the models ran at, part of the device's identity (default: the manifest's, else fp32)")
     p.add_argument("--seq-len", type=_positive_int, help="sequence length (default: the manifest's, else 128)")
-    p.add_argument("--base", help="predictor to calibrate when too few genomes for a full fit (e.g. runs/latency/host.json)")
-    p.add_argument("--groups", default="compute,norm_act,memory_overhead",
-                   help="feature groups that get one scale each when calibrating (default compute,norm_act,memory_overhead)")
-    p.add_argument("--min-genomes", type=_positive_int, default=30, help="genomes needed for a full fit (default 30)")
+    p.add_argument("--base", help="predictor to transfer from (e.g. runs/latency/host.json); needed below --min-genomes")
+    p.add_argument("--method", default="auto", choices=("auto", "global", "groups", "prior", "scratch"),
+                   help="how to get the device's prices: auto (with --base, the method the transfer study "
+                        "(bench/latency.py transfer) found best at this many genomes; without, a fit from scratch), "
+                        "global / groups (scales on the base), prior (every price refitted towards the base), scratch")
+    p.add_argument("--groups", help="feature groups that get one scale each with --method groups "
+                                    "(default compute,norm_act,memory_overhead; giving it implies --method groups)")
+    p.add_argument("--min-genomes", type=_positive_int, default=30,
+                   help="genomes needed for a fit from scratch without --base (default 30)")
     p.add_argument("--description", default="", help="free text about the device (model, OS, governor)")
     _out_args(p, required=False)
     p.set_defaults(func=_ingest)
@@ -567,6 +572,7 @@ def _ingest(args) -> int:
     from predictors.ingest import read_results
     from predictors.phones import Point, calibrate
     from predictors.predictor import load
+    from predictors.transfer import DEFAULT_GROUPS, expected_error, recommend, transfer_predictor
 
     out = _out_path(args, default_device=args.device)
     data_out = check_writable(_companion(out, ".measurements.json"), args.force)
@@ -624,27 +630,63 @@ def _ingest(args) -> int:
             "source": f"nas latency ingest of {len(readings)} readings ({', '.join(formats)}) from {', '.join(map(str, args.results))}"}
     used = {gid: genomes[gid] for gid in by_genome}
     data = MeasurementSet(args.device, args.runtime, args.threads, seq_len, records, used, kernel_records, meta, precision=precision)
-    if len(records) >= args.min_genomes:
+    method, use_kernels = args.method, bool(kernel_records)
+    if method == "auto":
+        if args.groups:
+            method = "groups"
+        elif args.base:
+            method, use_kernels = recommend(len(records), bool(kernel_records))
+        elif len(records) >= args.min_genomes:
+            method = "scratch"
+        else:
+            raise NasError(f"only {len(records)} genomes measured (a fit from scratch needs --min-genomes {args.min_genomes}); "
+                           "give --base PREDICTOR (e.g. runs/latency/host.json) to transfer it to this device")
+    if method == "scratch":
         data.save(data_out)
         data.path = str(data_out.resolve())
-        predictor = fit_predictor(data, use_kernels=bool(kernel_records), sources=[data.path])
+        predictor = fit_predictor(data, use_kernels=use_kernels, sources=[data.path])
+        predictor.provenance["expected_error"] = expected_error("scratch", bool(predictor.provenance["fitted_on"]["kernels"]), len(records))
         predictor.save(out)
         _print_fit(predictor, out)
+        _print_expected(predictor)
         return 0
     if not args.base:
-        raise NasError(f"only {len(records)} genomes measured (a full fit needs --min-genomes {args.min_genomes}); "
-                       "give --base PREDICTOR (e.g. runs/latency/host.json) to calibrate a few scale factors on it")
+        raise NasError(f"--method {method} transfers a base predictor: give --base PREDICTOR (e.g. runs/latency/host.json)")
     base = load(args.base, seq_len=seq_len)  # any precision: int8 on a phone is priced from the fp32 host structure
+    if method == "prior":
+        data.save(data_out)
+        data.path = str(data_out.resolve())
+        predictor = transfer_predictor(base, data, "prior", use_kernels=use_kernels)
+        predictor.save(out)
+        prov = predictor.provenance
+        print(f"transferred {base.name} to {predictor.device} ({predictor.runtime} {predictor.precision}, {predictor.threads} threads, "
+              f"seq {predictor.seq_len}): every price refitted towards the base on {prov['fitted_on']['genomes']} genomes"
+              f" and {prov['fitted_on']['kernels']} kernels")
+        print(f"wrote {out}")
+        _print_expected(predictor)
+        return 0
     points = [Point(names.get(r["genome_id"], r["genome_id"]), genomes[r["genome_id"]], r["latency_ms"],
                     "; ".join(x["source"] for x in r["readings"])) for r in records]
-    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    groups = ["all"] if method == "global" else [g.strip() for g in (args.groups or ",".join(DEFAULT_GROUPS)).split(",") if g.strip()]
     predictor = calibrate(base, points, device=args.device, runtime=args.runtime, threads=args.threads, group_names=groups,
                           description=meta["description"], source=meta["source"], precision=precision)
+    if groups in (["all"], list(DEFAULT_GROUPS)):  # the study measured these two
+        predictor.provenance["expected_error"] = expected_error(method, False, len(points))
     data.save(data_out)
     predictor.provenance["measurements"] = str(data_out.resolve())
     predictor.save(out)
     _print_calibration(predictor, out)
+    _print_expected(predictor)
     return 0
+
+
+def _print_expected(predictor) -> None:
+    """The error the transfer study measured for this method at about this many genomes."""
+    e = predictor.provenance.get("expected_error")
+    if e:
+        print(f"expected on new genomes ({e['method']}, N={e['n']} in bench/latency.py transfer, {len(e['settings'])} host settings "
+              f"as new devices): MAPE {e['mape_median']:.1%} (range {e['mape_range'][0]:.1%}-{e['mape_range'][1]:.1%}), "
+              f"within +-10 % {e['within_10_median']:.0%}, Kendall tau {e['kendall_tau_median']:.2f}")
 
 
 def _print_calibration(predictor, out: Path) -> None:

@@ -19,16 +19,20 @@ differently. Given N genomes measured on the new device, four ways of getting it
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from scipy.optimize import nnls
 
 from nas.errors import NasError
+from predictors.data import MeasurementSet
 from predictors.features import FEATURES, INDEX
 from predictors.fit import Rows, fit_structural
 from predictors.phones import feature_groups, fit_scales, group_matrix
+from predictors.predictor import Predictor
 
 METHODS = ("global", "groups", "prior", "scratch")
 DEFAULT_GROUPS = ("compute", "norm_act", "memory_overhead")
@@ -87,12 +91,13 @@ def prior_fit(base: dict[str, float], rows: Rows, strength: float = DEFAULT_STRE
 
 
 def transfer_fit(base: dict[str, float], rows: Rows, method: str, *, strength: float = DEFAULT_STRENGTH,
-                 kernel_weight: float = 0.3) -> dict[str, float]:
-    """Prices for a new device from `rows` measured on it, by `method` (one of METHODS)."""
+                 kernel_weight: float = 0.3, groups: Sequence[str] = DEFAULT_GROUPS) -> dict[str, float]:
+    """Prices for a new device from `rows` measured on it, by `method` (one of METHODS; `groups`
+    names the feature groups of the ``groups`` method)."""
     if method == "global":
         return scale_fit(base, rows, ("all",))
     if method == "groups":
-        return scale_fit(base, rows, DEFAULT_GROUPS)
+        return scale_fit(base, rows, groups)
     if method == "prior":
         return prior_fit(base, rows, strength, kernel_weight)
     if method == "scratch":
@@ -107,3 +112,75 @@ def draw_subsets(pool: Sequence[str], n: int, draws: int, seed: int) -> list[lis
     rng = np.random.default_rng(seed)
     ordered = sorted(pool)
     return [[ordered[i] for i in sorted(rng.choice(len(ordered), size=n, replace=False))] for _ in range(draws)]
+
+
+# ---- what the measured figures say (bench/latency.py transfer --write) -----------------------------
+
+ERRORS_PATH = Path(__file__).resolve().parent / "transfer_errors.json"
+
+
+def measured_errors() -> dict | None:
+    """The transfer study's figures (``predictors/transfer_errors.json``), or None if absent."""
+    if not ERRORS_PATH.is_file():
+        return None
+    return json.loads(ERRORS_PATH.read_text())
+
+
+def _cell(entry: dict, n: int) -> tuple[int, dict] | None:
+    """The study's figures for the largest tabulated N not above `n` (the smallest N below that)."""
+    tabulated = sorted(int(k) for k in entry["by_n"])
+    usable = [k for k in tabulated if k <= n] or tabulated[:1]
+    return (usable[-1], entry["by_n"][str(usable[-1])]) if usable else None
+
+
+def recommend(n_genomes: int, have_kernels: bool) -> tuple[str, bool]:
+    """The transfer method (and whether to add kernel rows) with the most held-out genomes within
+    +-10 % in the study at this many measured genomes (``groups`` when the study is absent)."""
+    errors = measured_errors()
+    if errors is None:
+        return "groups", False
+    best, best_key = ("groups", False), None
+    for entry in errors["methods"].values():
+        if entry["kernels"] and not have_kernels:
+            continue
+        _, cell = _cell(entry, n_genomes)
+        key = (cell["within_10_median"], -cell["mape_median"])
+        if best_key is None or key > best_key:
+            best, best_key = (entry["method"], entry["kernels"]), key
+    return best
+
+
+def expected_error(method: str, kernels: bool, n_genomes: int) -> dict | None:
+    """What the study measured for `method` at about this N, for a predictor's provenance."""
+    errors = measured_errors()
+    if errors is None:
+        return None
+    for label, entry in errors["methods"].items():
+        if entry["method"] == method and entry["kernels"] == kernels:
+            n, cell = _cell(entry, n_genomes)
+            return {"method": label, "n": n, **cell, "settings": errors["settings"], "source": errors["source"]}
+    return None
+
+
+def transfer_predictor(base: Predictor, data: MeasurementSet, method: str, *, use_kernels: bool = False,
+                       strength: float = DEFAULT_STRENGTH, groups: Sequence[str] = DEFAULT_GROUPS) -> Predictor:
+    """A predictor for `data`'s device: `base` transferred by `method` from its trusted genomes
+    (and kernels with `use_kernels`); the provenance says how, on what, and the error to expect."""
+    from predictors.fit import rows_from_set
+
+    if base.seq_len != data.seq_len:
+        raise NasError(f"{base.name}: base predictor is for seq_len {base.seq_len}, the measurements for {data.seq_len}")
+    rows = rows_from_set(data, use_kernels=use_kernels)
+    coefficients = transfer_fit(base.coefficients, rows, method, strength=strength, groups=groups)
+    n = int((~rows.kernel).sum())
+    provenance = {
+        "method": f"transfer ({method}{' + kernels' if rows.kernel.any() else ''}) of a base predictor, predictors.transfer",
+        "fitted_on": {"measurements": [data.path], "genomes": n, "kernels": int(rows.kernel.sum()), "source": data.meta.get("source")},
+        "transfer": {"method": method, "prior_strength": strength if method == "prior" else None,
+                     "groups": list(groups) if method == "groups" else None},
+        "expected_error": expected_error(method, bool(rows.kernel.any()), n),
+        "base": {"device": base.device, "runtime": base.runtime, "precision": base.precision, "threads": base.threads,
+                 "seq_len": base.seq_len, "path": base.name, "coefficients": base.coefficients},
+    }
+    return Predictor(data.device, data.runtime, data.threads, data.seq_len, coefficients, data.meta.get("description", {}),
+                     provenance, precision=data.precision)

@@ -232,3 +232,30 @@ def test_evaluating_an_fp32_predictor_on_int8_measurements_is_refused():
     data = MeasurementSet("pixel4", "tflite", 4, 128, precision="int8", path="int8.json")
     with pytest.raises(nas.NasError, match="int8.json: measured with precision 'int8' but predictor"):
         check_matches(predictor, data)
+
+
+def test_ingest_prior_transfers_the_base_deterministically_and_says_what_to_expect(tmp_path, capsys):
+    csv = tmp_path / "phone.csv"
+    csv.write_text("genome_id,latency_ms\nmobilebert,62\nmobilebert-tiny,40\nbert-base,342\n")
+    coefficients = []
+    for name in ("a", "b"):
+        out = tmp_path / f"{name}.json"
+        code = main(["latency", "ingest", str(csv), "--device", "phone", "--runtime", "tflite", "--threads", "4",
+                     "--base", "pixel4", "--method", "prior", "--out", str(out)])
+        stdout, err = capsys.readouterr()
+        assert code == 0, err
+        assert "every price refitted towards the base on 3 genomes" in stdout
+        phone = predictors.load(out, device="phone", precision="fp32")
+        assert phone.provenance["transfer"]["method"] == "prior" and phone.provenance["base"]["device"] == "pixel4"
+        coefficients.append(phone.coefficients)
+    assert coefficients[0] == coefficients[1]
+
+
+def test_ingest_method_that_needs_a_base_without_one_is_a_one_line_error(tmp_path, capsys):
+    csv = tmp_path / "phone.csv"
+    csv.write_text("genome_id,latency_ms\nmobilebert,62\n")
+    code = main(["latency", "ingest", str(csv), "--device", "phone", "--runtime", "tflite", "--threads", "4",
+                 "--method", "prior", "--out", str(tmp_path / "p.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--method prior transfers a base predictor: give --base PREDICTOR" in err
+    assert len(err.strip().splitlines()) == 1
