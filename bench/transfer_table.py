@@ -49,12 +49,18 @@ class Study:
         self.roles = design["roles"]
         self.kernels = {k["name"]: k for k in design["kernels"]}
         self.targets = [t["name"] for t in design["targets"]]
-        self.latency: dict[str, dict[str, float]] = {t: {} for t in self.targets}
-        self.spread: dict[str, dict[str, float]] = {t: {} for t in self.targets}
+        # every pass's latency; a genome's latency is the lowest pass (noise only ever slows a run down,
+        # as in predictors.harness.Measurement)
+        self.passes: dict[str, dict[str, list[float]]] = {t: {} for t in self.targets}
         with csv_path.open() as handle:
             for row in csv.DictReader(handle):
-                self.latency[row["target"]][row["id"]] = float(row["latency_ms"])
-                self.spread[row["target"]][row["id"]] = float(row["spread"])
+                self.passes[row["target"]].setdefault(row["id"], []).append(float(row["latency_ms"]))
+        self.latency = {t: {i: min(v) for i, v in by_id.items()} for t, by_id in self.passes.items()}
+
+    def retest(self, target: str) -> float | None:
+        """Median disagreement between two passes over the same genome (the measurement noise), or None."""
+        pairs = [v for i, v in self.passes[target].items() if len(v) > 1 and i in self.genomes]
+        return float(np.median([max(v) / min(v) - 1 for v in pairs])) if pairs else None
 
     def ids(self, target: str, role: str) -> list[str]:
         """Ids of `role` measured on `target` on every target (so all targets score the same genomes)."""
@@ -154,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# Transfer to new settings from N measured genomes ({len(pool)} pool, {len(held)} held-out genomes measured "
           f"on all {len(study.targets)} settings; {len(study.kernels)} kernels)\n")
     base_test = study.rows(BASE, held)
+    noise = study.retest(BASE)
+    if noise is not None:
+        print(f"Pass-to-pass disagreement on {BASE}: median {noise:.1%}.")
     s = scores(base_test.y, predict_rows(base, base_test.x))
     print(f"Base predictor ({BASE}, fitted on the {len(pool)} pool genomes + kernels), on its own held-out genomes: "
           f"MAPE {s['mape']:.1%}, within +-10 % {s['within_10']:.0%}, Kendall tau {s['kendall_tau']:.3f}; "
@@ -169,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         ceiling = scores(test.y, predict_rows(full, test.x))
         table = tables[target] = transfer_scores(study, base, target, args.draws, args.strength)
         print(f"## {target}\n")
+        noise = study.retest(target)
+        if noise is not None:
+            print(f"pass-to-pass disagreement of the same genome (the noise floor): median {noise:.1%}; ", end="")
         print(f"held-out latencies {test.y.min():.1f}-{test.y.max():.1f} ms (median {np.median(test.y):.1f}, "
               f"{np.median(test.y / base_test.y):.2f}x the base setting's); base predictor untouched: MAPE {raw['mape']:.1%}, "
               f"within +-10 % {raw['within_10']:.0%}, Kendall tau {raw['kendall_tau']:.3f}; ceiling (from scratch on all "
