@@ -259,3 +259,18 @@ def test_ingest_method_that_needs_a_base_without_one_is_a_one_line_error(tmp_pat
     err = capsys.readouterr().err
     assert code == 2 and "--method prior transfers a base predictor: give --base PREDICTOR" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_recommended_method_follows_the_shipped_study_and_never_asks_for_missing_kernels():
+    from predictors.transfer import expected_error, measured_errors, recommend
+
+    errors = measured_errors()
+    assert errors is not None and errors["format"] == "nas-transfer-errors"
+    for n in (1, 2, 3, 4, 10, 20, 100):
+        method, kernels = recommend(n, have_kernels=False)
+        assert method in METHODS and kernels is False
+        cell = expected_error(method, kernels, n)
+        assert cell["n"] == max([k for k in (2, 4, 10, 20) if k <= n] or [2])
+        best = max(e["by_n"][str(cell["n"])]["within_10_median"] for e in errors["methods"].values() if not e["kernels"])
+        assert cell["within_10_median"] == best
+    assert recommend(20, have_kernels=True)[0] in METHODS
