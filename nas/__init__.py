@@ -1,5 +1,6 @@
 """nas: hardware-aware neural architecture search over efficient BERT encoders."""
 
+from nas import hf_auto
 from nas.arch import ArchConfig, ArchError
 from nas.errors import NasError
 from nas.graph import Cost, Op, count, op_graph, ops
@@ -25,6 +26,8 @@ __all__ = [
     "reference_names",
     "to_transformers",
 ]
+
+hf_auto.install()  # "nas_encoder" in transformers' AutoConfig/AutoModel, without importing transformers now
 
 _LAZY = {"from_transformers": "nas.hf", "to_transformers": "nas.hf", "load_pretrained": "nas.hf"}
 

@@ -31,7 +31,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from nas.errors import NasError
+# Relative, like model.py's import of this module: exported model folders carry these files as
+# transformers remote code, where no `nas` package exists (see nas/modeling_nas.py).
+from .errors import NasError, read_user_text
 
 ACTIVATIONS = ("gelu", "relu")
 NORMS = ("layer_norm", "no_norm")
@@ -144,8 +146,9 @@ class ArchConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "genome") -> "ArchConfig":
-        """Build from a dict such as ``to_dict`` returns; unknown keys are an error (typos)."""
+    def from_dict(cls, data: dict[str, Any], *, source: str = "genome", complete: bool = False) -> "ArchConfig":
+        """Build from a dict such as ``to_dict`` returns; unknown keys are an error (typos), and
+        with `complete` so is a missing field (a genome file states every field)."""
         if not isinstance(data, dict):
             raise ArchError(f"{source}: expected a JSON object of genome fields, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
@@ -153,6 +156,9 @@ class ArchConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ArchError(f"{source}: unknown field {unknown[0]!r}; known fields: {', '.join(sorted(known))}")
+        missing = [f.name for f in fields(cls) if f.name not in data]
+        if complete and missing:
+            raise ArchError(f"{source}: missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}; a genome file states every field (`nas space sample` writes complete ones)")
         try:
             return cls(**data)
         except ArchError as err:
@@ -173,12 +179,12 @@ class ArchConfig:
     def load(cls, path: str | Path) -> "ArchConfig":
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ArchError(f"{path}: no such genome file") from None
+            data = json.loads(read_user_text(path))
+        except NasError as err:
+            raise ArchError(str(err)) from None
         except json.JSONDecodeError as err:
             raise ArchError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(data, source=str(path), complete=True)
 
     # ---- validation -----------------------------------------------------------------------
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import sys
 import warnings
 
-from nas.errors import NasError
+from nas.errors import NasError, path_error
 
 # Modules that add subcommands: each has ``register(subparsers)``; the handler it sets as
 # ``func`` takes the parsed args and returns an exit code.
@@ -44,6 +45,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type for amounts such as minutes: a finite number of at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a number of at least 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nas", description="Hardware-aware architecture search over efficient BERT encoders.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -66,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except NasError as err:
         sys.stderr.write(f"nas: error: {err}\n")
+        return 2
+    except OSError as err:
+        if not err.filename:
+            raise
+        # A path the command writes or reads that the OS refuses (a read-only folder, a full disk).
+        sys.stderr.write(f"nas: error: {path_error(err.filename, err, 'access')}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("nas: interrupted\n")

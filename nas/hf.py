@@ -1,4 +1,5 @@
-"""Bridge to Hugging Face transformers: our Encoder <-> BertModel, SqueezeBertModel, MobileBertModel.
+"""Bridge to Hugging Face transformers: our Encoder <-> BertModel, SqueezeBertModel, MobileBertModel,
+and, for every genome, our own transformers model type ``nas_encoder`` (``nas.modeling_nas.NasModel``).
 
 Weights port 1:1 both ways (a round trip HF -> ours -> HF reproduces the state dict exactly) and
 the ported model computes the same hidden states. What a genome does not hold but the outputs or
@@ -12,12 +13,16 @@ norms with torch's default 1e-5, SqueezeBERT two of its with a fixed 1e-12), dro
     >>> model.arch == nas.reference("mobilebert").arch
     True
     >>> hf_again = nas.hf.to_transformers(model)   # a MobileBertModel with the same weights
+    >>> grouped = nas.build_model(nas.reference("mobilebert").arch.replace(qkv_groups=2))
+    >>> nas.hf.to_transformers(grouped).config.model_type   # no native family has groups and a bottleneck
+    'nas_encoder'
 
 transformers is imported inside the functions, so ``import nas`` stays light.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +38,8 @@ from nas.model import Encoder, build_model
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
 
-FAMILIES = ("bert", "squeezebert", "mobilebert")
+FAMILIES = ("bert", "squeezebert", "mobilebert")  # transformers' own model types the genome maps to
+NAS_FAMILY = "nas_encoder"  # our encoder as a transformers model: holds every genome
 # transformers' hidden_act names with the same function as ours ("gelu" is the exact erf GELU
 # there too; "gelu_new"/"gelu_pytorch_tanh" are the tanh approximation, which we do not build).
 _ACTIVATIONS = {"gelu": "gelu", "relu": "relu"}
@@ -179,18 +185,22 @@ def _family_of_model(hf_model: Any) -> tuple[str, Any]:
     for family, cls in classes.items():
         if isinstance(base, cls):
             return family, base
+    # By model type, not class: a NasModel loaded with trust_remote_code is another class of the same code.
+    if getattr(getattr(base, "config", None), "model_type", None) == NAS_FAMILY and isinstance(getattr(base, "encoder", None), nn.Module):
+        return NAS_FAMILY, base
     name = type(hf_model).__name__
     raise NasError(
         f"{name} is not one of the families the bridge ports (BertModel, SqueezeBertModel, MobileBertModel, "
-        "or a task model built on one of them)"
+        "NasModel, or a task model built on one of them)"
     )
 
 
 def _family_of_config(config: Any) -> str:
     model_type = getattr(config, "model_type", None)
-    if model_type not in FAMILIES:
+    if model_type not in (*FAMILIES, NAS_FAMILY):
         raise NasError(
-            f"model_type={model_type!r} is not one of the families the bridge ports ({', '.join(FAMILIES)})"
+            f"model_type={model_type!r} is not one of the families the bridge ports "
+            f"({', '.join((*FAMILIES, NAS_FAMILY))})"
         )
     return model_type
 
@@ -206,11 +216,17 @@ def _activation(config: Any, family: str) -> str:
 
 
 def arch_from_config(config: PretrainedConfig, *, pooler: bool = True) -> ArchConfig:
-    """The genome of a BERT, SqueezeBERT or MobileBERT config; NasError says why one has none.
+    """The genome of a BERT, SqueezeBERT, MobileBERT or nas_encoder config; NasError says why one has none.
 
     ``pooler=False`` when the model was built without its pooling layer (``add_pooling_layer=False``).
     """
     family = _family_of_config(config)
+    if family == NAS_FAMILY:  # the genome's own fields; getattr, so a remote-code config reads too
+        genome = {f.name: getattr(config, f.name) for f in dataclasses.fields(ArchConfig)}
+        try:
+            return ArchConfig.from_dict(genome, source="nas_encoder config")
+        except ArchError as err:
+            raise NasError(str(err)) from None
     common = dict(
         vocab_size=config.vocab_size,
         max_position_embeddings=config.max_position_embeddings,
@@ -325,10 +341,11 @@ def _reasons_not(arch: ArchConfig, family: str) -> list[str]:
 
 
 def transformers_family(arch: ArchConfig) -> str:
-    """The transformers family ``to_transformers`` builds for `arch`; NasError when there is none.
+    """The native transformers family that can hold `arch`; NasError says why none can.
 
     BERT where it fits (no bottleneck, no groups, LayerNorm, one FFN, embedding_size == hidden),
-    else SqueezeBERT for grouped genomes, else MobileBERT.
+    else SqueezeBERT for grouped genomes, else MobileBERT. ``export_family`` is the model type a
+    genome is exported as (``nas_encoder`` where this raises).
     """
     grouped = any(
         getattr(arch, name) != 1
@@ -345,8 +362,33 @@ def transformers_family(arch: ArchConfig) -> str:
             "grouped projections with a bottleneck: no transformers family has both "
             "(SqueezeBERT has groups but no bottleneck, MobileBERT bottlenecks but no groups)"
         )
-        raise NasError(f"genome {arch.id} is not expressible in transformers: {head}; {reasons}")
-    raise NasError(f"genome {arch.id} is not expressible in transformers ({family} is the closest family): {reasons}")
+        raise NasError(f"genome {arch.id} is not expressible in a native transformers family: {head}; {reasons}")
+    raise NasError(
+        f"genome {arch.id} is not expressible in a native transformers family ({family} is the closest): {reasons}"
+    )
+
+
+def export_family(arch: ArchConfig) -> str:
+    """The model type ``to_transformers`` gives a model built by ``build_model(arch)``: the native
+    family where its saved config rebuilds the model exactly, else ``nas_encoder`` (every genome).
+
+    Two native families hold a genome but do not reload it: MobileBERT with LayerNorm
+    (``MobileBertModel`` builds its embedding norm and each layer's last FFN norm with torch's eps
+    1e-5 whatever its config says, ours has 1e-12; reloaded, outputs differ by ~5e-4), and BERT
+    without a pooler (``add_pooling_layer=False`` is not in ``BertConfig``: a reloaded copy gets a
+    random pooler).
+    """
+    try:
+        family = transformers_family(arch)
+    except NasError:
+        return NAS_FAMILY
+    if (family == "mobilebert" and arch.norm == "layer_norm") or _pooler_lost(arch, family):
+        return NAS_FAMILY
+    return family
+
+
+def _pooler_lost(arch: ArchConfig, family: str) -> bool:
+    return family == "bert" and not arch.pooler
 
 
 def config_for(
@@ -358,13 +400,26 @@ def config_for(
     attention_dropout: float = 0.0,
     pad_token_id: int | None = 0,
 ) -> PretrainedConfig:
-    """The transformers config of `arch` in `family` (default: ``transformers_family(arch)``)."""
+    """The transformers config of `arch` in `family` (default: ``export_family(arch)``).
+
+    For ``nas_encoder``, one dropout probability governs every dropout module: the larger of
+    `hidden_dropout` and `attention_dropout`.
+    """
     from transformers import BertConfig, MobileBertConfig, SqueezeBertConfig
 
     if family is None:
-        family = transformers_family(arch)
-    elif family not in FAMILIES:
-        raise NasError(f"family={family!r} must be one of {', '.join(FAMILIES)}")
+        family = export_family(arch)
+    elif family not in (*FAMILIES, NAS_FAMILY):
+        raise NasError(f"family={family!r} must be one of {', '.join((*FAMILIES, NAS_FAMILY))}")
+    if family == NAS_FAMILY:
+        from nas.configuration_nas import NasConfig
+
+        return NasConfig.from_arch(
+            arch,
+            layer_norm_eps=layer_norm_eps,
+            hidden_dropout_prob=max(hidden_dropout, attention_dropout),
+            pad_token_id=pad_token_id,
+        )
     reasons = _reasons_not(arch, family)
     if reasons:
         raise NasError(f"genome {arch.id} is not expressible as {family}: {'; '.join(reasons)}")
@@ -410,6 +465,30 @@ def config_for(
     )
 
 
+def save_config(arch: ArchConfig, folder: str | Path, family: str | None = None) -> str:
+    """Write the transformers config of `arch` (no weights) to `folder`; returns its family
+    (default ``export_family(arch)``). For ``nas_encoder`` the model code travels too, so
+    ``AutoModel.from_config(AutoConfig.from_pretrained(folder, trust_remote_code=True),
+    trust_remote_code=True)`` builds it with only transformers installed."""
+    import shutil
+
+    family = family or export_family(arch)
+    config = config_for(arch, family)
+    if family == NAS_FAMILY:
+        from transformers.dynamic_module_utils import get_relative_import_files
+
+        from nas import modeling_nas
+
+        # What NasModel.save_pretrained writes: its class in auto_map, its file and the files it imports.
+        config.architectures = [modeling_nas.NasModel.__name__]
+        config.auto_map = {"AutoModel": f"{Path(modeling_nas.__file__).stem}.{modeling_nas.NasModel.__name__}"}
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for source in [modeling_nas.__file__, *get_relative_import_files(modeling_nas.__file__)]:
+            shutil.copyfile(source, Path(folder) / Path(source).name)
+    config.save_pretrained(str(folder))  # for nas_encoder also adds AutoConfig to auto_map
+    return family
+
+
 # ---- dropout: where each family has it --------------------------------------------------------
 
 
@@ -436,10 +515,12 @@ def _dropouts(model: Encoder, family: str) -> dict[nn.Dropout, str]:
 
 
 def from_transformers(hf_model: PreTrainedModel, attention_implementation: str = "eager") -> Encoder:
-    """Our Encoder with the weights, norms' eps and dropout of a BertModel, SqueezeBertModel or
-    MobileBertModel (or a task model on one; its heads are dropped). ``model.arch`` is its genome."""
+    """Our Encoder with the weights, norms' eps and dropout of a BertModel, SqueezeBertModel,
+    MobileBertModel or NasModel (or a task model on one; its heads are dropped). ``model.arch`` is its genome."""
     family, base = _family_of_model(hf_model)
     config = base.config
+    if family == NAS_FAMILY:
+        return _from_nas_model(base, attention_implementation)
     arch = arch_from_config(config, pooler=getattr(base, "pooler", None) is not None)
     theirs = dict(base.named_modules())
     hf_state = base.state_dict()
@@ -477,17 +558,43 @@ def from_transformers(hf_model: PreTrainedModel, attention_implementation: str =
 
 
 def to_transformers(model: Encoder, family: str | None = None) -> PreTrainedModel:
-    """A BertModel, SqueezeBertModel or MobileBertModel with our model's weights, computing the same.
+    """A transformers model with our model's weights, computing the same, and so does a copy saved
+    with ``save_pretrained`` and loaded with ``from_pretrained``.
 
-    `family` defaults to ``transformers_family(model.arch)``; NasError says why a genome is not
-    expressible. Norm eps values the transformers config cannot carry are set on the modules and
-    warned about: ``save_pretrained`` + ``from_pretrained`` would rebuild those norms with the
-    family's own eps.
+    `family` defaults to the native family (``transformers_family``) where its config carries every
+    LayerNorm's eps and the pooler, else ``nas_encoder`` (a ``nas.modeling_nas.NasModel``, which holds every
+    genome). A forced native `family` that cannot hold the genome raises NasError; one whose config
+    cannot carry some eps gets them set on its modules, with a warning: a saved and reloaded copy
+    rebuilds those norms with the family's own eps.
     """
+    if family == NAS_FAMILY:
+        return _to_nas_model(model)
+    if family is None:
+        try:
+            native = transformers_family(model.arch)
+        except NasError:
+            return _to_nas_model(model)
+        if _pooler_lost(model.arch, native):
+            return _to_nas_model(model)
+        # The eps check is on the model, not the genome: one ported from MobileBERT has its 1e-5 norms.
+        hf_model, changed = _to_native(model, native)
+        return _to_nas_model(model) if changed else hf_model
+    hf_model, changed = _to_native(model, family)
+    if changed:
+        warnings.warn(
+            f"to_transformers: {len(changed)} {family} LayerNorms are built with an eps their config cannot set "
+            f"(e.g. {changed[0]}); they are set on the modules, so a saved and reloaded copy computes slightly "
+            f"differently (family={NAS_FAMILY!r} reloads exactly)",
+            stacklevel=2,
+        )
+    return hf_model
+
+
+def _to_native(model: Encoder, family: str) -> tuple[PreTrainedModel, list[str]]:
+    """``to_transformers`` in a native family, and the LayerNorms whose eps had to be set on the module."""
     from transformers import BertModel, MobileBertModel, SqueezeBertModel
 
     arch = model.arch
-    family = family or transformers_family(arch)
     ours = dict(model.named_modules())
     # The eps transformers builds from config.layer_norm_eps: read it where each family uses it.
     eps_from = "layers.0.attention_output.norm" if family == "mobilebert" else "embeddings.norm"
@@ -533,19 +640,57 @@ def to_transformers(model: Encoder, family: str | None = None) -> PreTrainedMode
         if isinstance(mine, nn.LayerNorm) and isinstance(other, nn.LayerNorm) and other.eps != mine.eps:
             changed.append(f"{pair.theirs} ({other.eps:g} -> {mine.eps:g})")
             other.eps = mine.eps
-    if changed:
-        warnings.warn(
-            f"to_transformers: {len(changed)} {family} LayerNorms are built with an eps their config cannot set "
-            f"(e.g. {changed[0]}); they are set on the modules, so a saved and reloaded copy computes slightly "
-            "differently",
-            stacklevel=2,
-        )
-    return hf_model.train(model.training)
+    return hf_model.train(model.training), changed
+
+
+def _to_nas_model(model: Encoder) -> PreTrainedModel:
+    """A NasModel holding a copy of `model` (eager attention): its config carries every LayerNorm's
+    eps, the padding row and one dropout probability (the largest of the model's; each module keeps
+    its own here)."""
+    from nas.modeling_nas import NasModel
+
+    modules = dict(model.named_modules())
+    eps = {name: m.eps for name, m in modules.items() if isinstance(m, nn.LayerNorm)}
+    common = max(set(eps.values()), key=list(eps.values()).count) if eps else 1e-12
+    dropout = [m.p for m in modules.values() if isinstance(m, nn.Dropout)]
+    config = config_for(
+        model.arch,
+        NAS_FAMILY,
+        layer_norm_eps=common,
+        hidden_dropout=max(dropout, default=0.0),
+        pad_token_id=model.embeddings.word_embeddings.padding_idx,
+    )
+    config.layer_norm_eps_overrides = {name: value for name, value in eps.items() if value != common}
+    hf_model = NasModel(config)
+    hf_model.encoder.load_state_dict(model.state_dict(), strict=True)
+    _copy_module_settings(model, hf_model.encoder)
+    first = next(model.parameters())
+    return hf_model.to(device=first.device, dtype=first.dtype).train(model.training)
+
+
+def _from_nas_model(base: Any, attention_implementation: str) -> Encoder:
+    """Our Encoder from a NasModel (ours, or the same code loaded with trust_remote_code)."""
+    first = next(base.parameters())
+    model = build_model(arch_from_config(base.config), attention_implementation).to(device=first.device, dtype=first.dtype)
+    model.load_state_dict(base.encoder.state_dict(), strict=True)
+    _copy_module_settings(base.encoder, model)
+    return model.train(base.training)
+
+
+def _copy_module_settings(source: nn.Module, target: Encoder) -> None:
+    """Every LayerNorm's eps, every dropout probability and the padding row, module by module."""
+    theirs = dict(source.named_modules())
+    for name, module in target.named_modules():
+        if isinstance(module, nn.LayerNorm):
+            module.eps = theirs[name].eps
+        elif isinstance(module, nn.Dropout):
+            module.p = theirs[name].p
+    target.embeddings.word_embeddings.padding_idx = theirs["embeddings.word_embeddings"].padding_idx
 
 
 def load_pretrained(name_or_path: str | Path, attention_implementation: str = "eager") -> Encoder:
-    """Load a BERT, SqueezeBERT or MobileBERT checkpoint (a local folder, or a hub id when online)
-    with ``transformers.AutoModel`` and port it with ``from_transformers``."""
+    """Load a BERT, SqueezeBERT, MobileBERT or nas_encoder checkpoint (a local folder, or a hub id
+    when online) with ``transformers.AutoModel`` and port it with ``from_transformers``."""
     from transformers import AutoConfig, AutoModel
 
     source = str(name_or_path)

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.arch import ArchConfig
+# Relative imports only: this file travels inside exported model folders as transformers remote
+# code (nas/modeling_nas.py), where only torch and transformers are installed.
+from .arch import ArchConfig
 
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
 
@@ -329,10 +331,26 @@ def build_model(arch: ArchConfig, attention_implementation: str = "eager", dropo
     """
     model = Encoder(arch, attention_implementation, dropout)
     for module in model.modules():
+        # GroupedLinear and the norms initialise themselves when built; drawing them again here
+        # would change every seeded model.
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-            if isinstance(module, nn.Linear):
-                nn.init.zeros_(module.bias)
-            elif module.padding_idx is not None:
-                module.weight.data[module.padding_idx].zero_()
+            init_weights(module)
     return model
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module) -> None:
+    """BERT's initialisation of one module's own tensors (not its children's): projections and
+    embeddings N(0, 0.02) with zero biases and a zero padding row, norms the identity."""
+    if isinstance(module, (nn.Linear, GroupedLinear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Embedding):
+            if module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+        elif module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.LayerNorm, NoNorm)):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, Embeddings):
+        module.position_ids.copy_(torch.arange(module.position_ids.shape[0]))

@@ -5,7 +5,9 @@ The legacy TorchScript exporter (``dynamo=False``, opset 17) is used because it 
 ``onnxscript`` and gives a plain graph: nn.LayerNorm becomes one LayerNormalization node, GELU an
 Erf pattern that ONNX Runtime fuses, grouped projections Reshape/Transpose/MatMul. Attention is
 exported in its eager form (two explicit MatMuls and a Softmax), the ops ``nas.ops`` lists.
-Shapes are static (batch and sequence length fixed): a latency model is for one sequence length.
+Shapes are static by default (batch and sequence length fixed, what the latency harness measures:
+a latency model is for one sequence length); ``dynamic=True`` names the batch and sequence axes
+``batch`` and ``sequence`` and leaves them free, for models people run on their own inputs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ from nas.model import Encoder, build_model
 OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("last_hidden_state", "pooler_output")
+_DYNAMIC_AXES = {
+    **{name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES},
+    "last_hidden_state": {0: "batch", 1: "sequence"},
+    "pooler_output": {0: "batch"},
+}
 
 
 class _Exportable(nn.Module):
@@ -49,11 +56,15 @@ def example_inputs(seq_len: int = 128, batch: int = 1, vocab_size: int = 30522, 
     }
 
 
-def export_onnx(arch_or_model: ArchConfig | Encoder, path: str | Path, seq_len: int = 128, batch: int = 1) -> Path:
+def export_onnx(
+    arch_or_model: ArchConfig | Encoder, path: str | Path, seq_len: int = 128, batch: int = 1, *, dynamic: bool = False
+) -> Path:
     """Write the encoder for a genome (random weights, seed 0) or a built model to `path` as ONNX.
 
     Inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, shape (batch, seq_len));
-    outputs ``last_hidden_state`` and ``pooler_output``. The file appears complete or not at all.
+    outputs ``last_hidden_state`` and ``pooler_output``. With ``dynamic=True`` the batch and
+    sequence axes take any size (a sequence up to ``max_position_embeddings``); `seq_len` and
+    `batch` are then only the shapes it is traced at. The file appears complete or not at all.
     """
     path = Path(path)
     if isinstance(arch_or_model, ArchConfig):
@@ -89,6 +100,7 @@ def export_onnx(arch_or_model: ArchConfig | Encoder, path: str | Path, seq_len: 
                 input_names=list(INPUT_NAMES),
                 output_names=list(OUTPUT_NAMES),
                 do_constant_folding=True,
+                dynamic_axes=_DYNAMIC_AXES if dynamic else None,
             )
         os.replace(tmp_name, path)  # never leave a half-written model under the final name
     finally:

@@ -32,7 +32,7 @@ from typing import Any, Iterator
 import yaml
 
 from nas.arch import ACTIVATIONS, ATTENTION_INPUTS, NORMS, ArchConfig, ArchError
-from nas.errors import NasError
+from nas.errors import NasError, read_user_text
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 GENOME_FIELDS = tuple(f.name for f in fields(ArchConfig))
@@ -214,9 +214,9 @@ def load_space(name_or_path: str | Path) -> Space:
         if not path.exists():
             raise SpaceError(f"unknown space {str(name_or_path)!r}; shipped spaces: {', '.join(space_names())}, or give a path to a .yaml file")
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpaceError(f"space {path}: no such file") from None
+        text = read_user_text(path)
+    except NasError as err:
+        raise SpaceError(f"space {err}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -241,9 +241,14 @@ def parse_space(data: Any, path: str = "<memory>") -> Space:
         raise fail("fixed", "must be a mapping of genome field to value")
     if not isinstance(dims_data, dict) or not dims_data:
         raise fail("dimensions", "must be a non-empty mapping of genome field to {choices: [...]} or {range: [lo, hi], step: s}")
-    for key in fixed:
+    for key, value in fixed.items():
         if key not in GENOME_FIELDS and key not in SPACE_SETTINGS:
             raise fail(f"fixed.{key}", f"not a genome field; known: {', '.join(GENOME_FIELDS)}")
+        if key in GENOME_FIELDS:  # a bad fixed value is the file's error, not every condition's
+            try:
+                _type_check(key, value)
+            except ArchError as err:
+                raise fail(f"fixed.{key}", str(err)) from None
     dimensions = {}
     for key, spec in dims_data.items():
         where = f"dimensions.{key}"
@@ -331,7 +336,13 @@ def _type_check(key: str, value: Any) -> None:
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise ArchError(f"{value!r} is not a valid {key} (expected {type(default).__name__})")
+        if isinstance(default, bool):
+            expected = "true or false"
+        elif isinstance(default, int):
+            expected = "a whole number of at least 1"
+        else:
+            expected = "a string"
+        raise ArchError(f"{value!r} is not a valid {key} (expected {expected})")
     allowed = {"activation": ACTIVATIONS, "norm": NORMS, "attention_input": ATTENTION_INPUTS}.get(key)
     if allowed and value not in allowed:
         raise ArchError(f"{value!r} is not one of {', '.join(allowed)}")

@@ -15,6 +15,10 @@ from nas.cli import positive_int as _positive_int
 from nas.commands import load_genome
 from nas.errors import NasError
 
+# Readings of one genome in an ingest that differ by more than this (max - min over the median)
+# are a conflict: kept in the file, refused for the fit (the harness's own default max spread).
+INGEST_MAX_SPREAD = 0.10
+
 
 def register(subparsers) -> None:
     latency = subparsers.add_parser("latency", help="measure, fit and use per-device latency predictors")
@@ -616,9 +620,17 @@ def _ingest(args) -> int:
     records = []
     for gid, rs in by_genome.items():
         values = [r.latency_ms for r in rs]
-        records.append({"genome_id": gid, "latency_ms": statistics.median(values), "spread": 0.0, "trusted": True,
+        median = statistics.median(values)
+        # Readings of one genome that disagree are kept, flagged and left out of the fit: a mean of
+        # 62 and 90 ms is neither measurement.
+        spread = (max(values) - min(values)) / median
+        conflict = spread > INGEST_MAX_SPREAD
+        records.append({"genome_id": gid, "latency_ms": median, "spread": spread, "trusted": not conflict,
                         "readings": [{"latency_ms": r.latency_ms, "source": r.source, "format": r.format, "statistic": r.statistic} for r in rs],
-                        **({"name": names[gid]} if gid in names else {})})
+                        **({"name": names[gid]} if gid in names else {}),
+                        **({"refused": f"its {len(values)} readings disagree by {spread:.0%} ({', '.join(f'{v:g}' for v in values)} ms); measure it again or drop a reading"} if conflict else {})})
+        if conflict:
+            print(f"warning: {names.get(gid, gid)}: {records[-1]['refused']}; left out of the fit", file=sys.stderr)
     kernel_records = []
     for kid, rs in by_kernel.items():
         k = kernels[kid]
@@ -631,21 +643,22 @@ def _ingest(args) -> int:
     used = {gid: genomes[gid] for gid in by_genome}
     data = MeasurementSet(args.device, args.runtime, args.threads, seq_len, records, used, kernel_records, meta, precision=precision)
     method, use_kernels = args.method, bool(kernel_records)
+    trusted = sum(r["trusted"] for r in records)  # conflicting readings are kept but not fitted on
     if method == "auto":
         if args.groups:
             method = "groups"
         elif args.base:
-            method, use_kernels = recommend(len(records), bool(kernel_records))
-        elif len(records) >= args.min_genomes:
+            method, use_kernels = recommend(trusted, bool(kernel_records))
+        elif trusted >= args.min_genomes:
             method = "scratch"
         else:
-            raise NasError(f"only {len(records)} genomes measured (a fit from scratch needs --min-genomes {args.min_genomes}); "
+            raise NasError(f"only {trusted} genomes measured (a fit from scratch needs --min-genomes {args.min_genomes}); "
                            "give --base PREDICTOR (e.g. runs/latency/host.json) to transfer it to this device")
     if method == "scratch":
         data.save(data_out)
         data.path = str(data_out.resolve())
         predictor = fit_predictor(data, use_kernels=use_kernels, sources=[data.path])
-        predictor.provenance["expected_error"] = expected_error("scratch", bool(predictor.provenance["fitted_on"]["kernels"]), len(records))
+        predictor.provenance["expected_error"] = expected_error("scratch", bool(predictor.provenance["fitted_on"]["kernels"]), trusted)
         predictor.save(out)
         _print_fit(predictor, out)
         _print_expected(predictor)
@@ -666,7 +679,7 @@ def _ingest(args) -> int:
         _print_expected(predictor)
         return 0
     points = [Point(names.get(r["genome_id"], r["genome_id"]), genomes[r["genome_id"]], r["latency_ms"],
-                    "; ".join(x["source"] for x in r["readings"])) for r in records]
+                    "; ".join(x["source"] for x in r["readings"])) for r in records if r["trusted"]]
     groups = ["all"] if method == "global" else [g.strip() for g in (args.groups or ",".join(DEFAULT_GROUPS)).split(",") if g.strip()]
     predictor = calibrate(base, points, device=args.device, runtime=args.runtime, threads=args.threads, group_names=groups,
                           description=meta["description"], source=meta["source"], precision=precision)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from nas.arch import ArchConfig, ArchError
-from nas.errors import NasError
+from nas.errors import NasError, read_user_text
 
 MEASUREMENTS_FORMAT = "nas-latency-measurements"
 MEASUREMENTS_VERSION = 1
@@ -74,11 +74,9 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 def read_json(path: str | Path, what: str) -> Any:
     path = Path(path)
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise NasError(f"{path}: no such {what} file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise NasError(f"{path}: cannot read the {what} file ({err})") from None
+        text = read_user_text(path)
+    except NasError as err:
+        raise NasError(f"{what} file {err}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -110,7 +108,7 @@ def load_genomes(source: str | Path) -> dict[str, ArchConfig]:
         raise NasError(f"{path}: no such genome file (give a .json/.jsonl file, a folder or a reference name: {', '.join(reference_names())})")
     if path.suffix == ".jsonl":
         genomes = {}
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
+        for number, line in enumerate(read_user_text(path).splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -242,3 +240,5 @@ def _check_record(record: Any, where: str, genomes: dict[str, ArchConfig]) -> No
         raise NasError(f"{where}: genome_id {gid!r} has no genome in the file's 'genomes'")
     if not _positive(record.get("latency_ms")):
         raise NasError(f"{where}: field 'latency_ms' must be a positive number, got {record.get('latency_ms')!r}")
+    if "trusted" in record and not isinstance(record["trusted"], bool):
+        raise NasError(f"{where}: field 'trusted' must be true or false (JSON booleans), got {record['trusted']!r}")

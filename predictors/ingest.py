@@ -29,7 +29,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from nas.errors import NasError
+from nas.errors import NasError, read_user_text
 
 _FLOAT = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 
@@ -115,10 +115,7 @@ def parse_tflite_benchmark(text: str, source: str, default_id: str) -> list[Read
 def parse_csv(path: Path) -> list[Reading]:
     """A CSV with a header naming ``genome_id`` (or ``id``) and ``latency_ms``; other columns are
     kept out. Every row must have an id and a positive latency."""
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise NasError(f"{path}: cannot read ({err})") from None
+    text = read_user_text(path)
     reader = csv.DictReader(text.splitlines())
     header = reader.fieldnames or []
     id_field = next((f for f in ("genome_id", "id", "model_id") if f in header), None)

@@ -50,7 +50,7 @@ def test_unknown_field_and_bad_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ArchError, match="bad.json: not valid JSON"):
         ArchConfig.load(bad)
-    with pytest.raises(ArchError, match="no such genome file"):
+    with pytest.raises(ArchError, match="missing.json: no such file"):
         ArchConfig.load(tmp_path / "missing.json")
 
 

@@ -80,7 +80,7 @@ def test_user_errors_are_one_line_and_exit_2(argv, message, capsys):
 
 def test_console_script_bad_genome_file(tmp_path):
     bad = tmp_path / "g.json"
-    bad.write_text(json.dumps({"num_layers": 2, "qkv_groups": 5}))
+    bad.write_text(json.dumps(nas.ArchConfig().to_dict() | {"num_layers": 2, "qkv_groups": 5}))
     proc = subprocess.run([sys.executable, "-m", "nas.cli", "count", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"nas: error: {bad}: qkv_groups=5 does not divide the query/key input width 768"

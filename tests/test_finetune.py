@@ -9,7 +9,7 @@ import torch
 
 from nas.cli import main
 from nas.distill import DistillConfig, DistillError, distill, load_teacher
-from nas.distill.quality import probe_score, ridge_probe_accuracy
+from nas.distill.quality import probe_baseline, probe_score, ridge_probe_accuracy
 from nas.finetune import FinetuneConfig, FinetuneError, finetune, load_task
 from nas.finetune.run import classification_scores
 from nas.model import build_model
@@ -143,6 +143,14 @@ def test_probe_score_is_an_accuracy_and_deterministic():
     encoder = build_model(TINY)
     first, second = probe_score(encoder), probe_score(encoder)
     assert first == second and 0.0 <= first <= 1.0
+
+
+def test_probe_baseline_is_the_majority_class_share_of_the_scored_examples():
+    from nas.distill.quality import _probe_data
+
+    data, num_labels, fit, rest = _probe_data()
+    majority = int(torch.bincount(data.labels[fit], minlength=num_labels).argmax())
+    assert probe_baseline() == pytest.approx(float((data.labels[rest] == majority).double().mean()))
 
 
 # ---- CLI ----------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from transformers import (
 
 import nas
 import nas.hf
+from nas.modeling_nas import NasModel
 
 SMALL = dict(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
              max_position_embeddings=40, type_vocab_size=3)
@@ -99,8 +100,10 @@ def test_port_gives_same_outputs_and_round_trip_is_exact(name):
     # the eps of each norm travels with it (MobileBERT builds two of its norms with 1e-5)
     assert sorted(_layer_norm_eps(ours).values()) == sorted(_layer_norm_eps(hf_model).values())
 
-    back = nas.hf.to_transformers(ours)
+    back = nas.hf.to_transformers(ours, family=config.model_type)
     assert type(back) is cls
+    # By default: the same family, unless a saved copy would not reload as it was (no pooler in BERT)
+    assert type(nas.hf.to_transformers(ours)) is (NasModel if name == "bert-no-pooler" else cls)
     theirs, again = hf_model.state_dict(), back.state_dict()
     assert theirs.keys() == again.keys()
     for key in theirs:
@@ -142,36 +145,86 @@ def test_mobilebert_tiny_official_flags_drop_the_idle_shared_bottleneck():
     _assert_same_outputs(back.eval(), ours, config.type_vocab_size)
 
 
-def test_our_model_exports_to_the_family_the_rules_pick():
-    base = dict(vocab_size=100, max_position_embeddings=32, num_layers=2, hidden_size=32, embedding_size=32,
-                num_attention_heads=2, intermediate_size=48)
-    cases = {
-        nas.ArchConfig(**base): (BertModel, "bert"),
-        nas.ArchConfig(**base, activation="relu", pooler=False): (BertModel, "bert"),
-        nas.ArchConfig(**base, qkv_groups=2, output_groups=4): (SqueezeBertModel, "squeezebert"),
-        nas.ArchConfig(**base, norm="no_norm"): (MobileBertModel, "mobilebert"),
-        nas.ArchConfig(**base, num_ffn=2): (MobileBertModel, "mobilebert"),
-        nas.ArchConfig(**dict(base, embedding_size=8), trigram_input=True, intra_bottleneck_size=16,
-                       attention_input="shared_bottleneck"): (MobileBertModel, "mobilebert"),
-    }
-    for arch, (cls, family) in cases.items():
-        assert nas.hf.transformers_family(arch) == family
-        torch.manual_seed(0)
-        ours = _random_weights(nas.build_model(arch)).eval()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # MobileBERT with LayerNorm warns about its fixed-eps norms
-            hf_model = nas.hf.to_transformers(ours).eval()
-        assert type(hf_model) is cls
-        _assert_same_outputs(hf_model, ours, arch.type_vocab_size)
-        assert nas.hf.from_transformers(hf_model).arch == arch
+BASE = dict(vocab_size=100, max_position_embeddings=32, num_layers=2, hidden_size=32, embedding_size=32,
+            num_attention_heads=2, intermediate_size=48)
+# A genome no transformers family holds: grouped projections with a bottleneck, NoNorm.
+GROUPED_BOTTLENECK = nas.ArchConfig(**dict(BASE, embedding_size=8), intra_bottleneck_size=16, attention_input="bottleneck",
+                                    qkv_groups=2, intermediate_groups=2, output_groups=2, norm="no_norm")
+# genome -> (native family or None, the transformers class to_transformers gives our model)
+EXPORT_CASES = {
+    "bert": (nas.ArchConfig(**BASE), "bert", BertModel),
+    "bert-relu": (nas.ArchConfig(**BASE, activation="relu"), "bert", BertModel),
+    # BertConfig cannot say add_pooling_layer=False: a reloaded BertModel would get a random pooler
+    "bert-no-pooler": (nas.ArchConfig(**BASE, pooler=False), "bert", NasModel),
+    "mobilebert-no-pooler": (nas.ArchConfig(**BASE, norm="no_norm", pooler=False), "mobilebert", MobileBertModel),
+    "squeezebert": (nas.ArchConfig(**BASE, qkv_groups=2, output_groups=4), "squeezebert", SqueezeBertModel),
+    "mobilebert-no-norm": (nas.ArchConfig(**BASE, norm="no_norm"), "mobilebert", MobileBertModel),
+    "mobilebert-trigram-shared": (nas.ArchConfig(**dict(BASE, embedding_size=8), trigram_input=True, intra_bottleneck_size=16,
+                                                 attention_input="shared_bottleneck", norm="no_norm"),
+                                  "mobilebert", MobileBertModel),
+    # MobileBERT-shaped with LayerNorm: MobileBertModel would rebuild two norms with eps 1e-5, ours has 1e-12
+    "mobilebert-layer-norm": (nas.ArchConfig(**BASE, num_ffn=2), "mobilebert", NasModel),
+    "mobilebert-no-opt": (nas.reference("mobilebert-no-opt").arch.replace(num_layers=2, vocab_size=100),
+                          "mobilebert", NasModel),
+    "grouped-bottleneck-no-norm": (GROUPED_BOTTLENECK, None, NasModel),
+}
 
 
-def test_export_warns_about_eps_the_mobilebert_config_cannot_carry():
+@pytest.mark.parametrize("name", list(EXPORT_CASES))
+def test_our_model_exports_to_the_family_the_rules_pick(name):
+    arch, native, cls = EXPORT_CASES[name]
+    if native is None:
+        with pytest.raises(nas.NasError, match="not expressible in a native transformers family"):
+            nas.hf.transformers_family(arch)
+    else:
+        assert nas.hf.transformers_family(arch) == native
+    torch.manual_seed(0)
+    ours = _random_weights(nas.build_model(arch)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default family never needs an eps set on a module
+        hf_model = nas.hf.to_transformers(ours).eval()
+    assert type(hf_model) is cls
+    assert hf_model.config.model_type == nas.hf.export_family(arch)  # the genome-level rule agrees
+    _assert_same_outputs(hf_model, ours, arch.type_vocab_size)
+    assert nas.hf.from_transformers(hf_model).arch == arch
+
+
+@pytest.mark.parametrize("name", list(EXPORT_CASES))
+def test_save_and_reload_computes_what_our_model_computes(name, tmp_path):
+    arch = EXPORT_CASES[name][0]
+    torch.manual_seed(0)
+    ours = _random_weights(nas.build_model(arch)).eval()
+    nas.hf.to_transformers(ours).save_pretrained(tmp_path)
+    reloaded = AutoModel.from_pretrained(tmp_path).eval()  # nas_encoder is registered by `import nas`
+    ids, mask, types = _inputs(arch.vocab_size, type_vocab_size=arch.type_vocab_size)
+    with torch.inference_mode():
+        theirs = reloaded(input_ids=ids, attention_mask=mask, token_type_ids=types)
+        mine = ours(ids, mask, types)
+    torch.testing.assert_close(theirs.last_hidden_state, mine.last_hidden_state, atol=1e-6, rtol=0)
+    torch.testing.assert_close(theirs.pooler_output, mine.pooler_output, atol=1e-6, rtol=0)
+
+
+def test_a_ported_layer_norm_mobilebert_goes_back_natively_or_as_ours_exactly(tmp_path):
+    # Ported from MobileBERT, its norms have MobileBERT's own eps (1e-5 in two places): native again;
+    # forced into nas_encoder, the config carries those eps module by module.
+    cls, config, kwargs = CASES["mobilebert-layer-norm-gelu"]
+    torch.manual_seed(0)
+    ours = nas.hf.from_transformers(_random_weights(cls(config, **kwargs)).eval())
+    assert type(nas.hf.to_transformers(ours)) is MobileBertModel
+    nas.hf.to_transformers(ours, family="nas_encoder").save_pretrained(tmp_path)
+    reloaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert set(reloaded.config.layer_norm_eps_overrides.values()) == {1e-5}
+    assert _layer_norm_eps(reloaded.encoder) == _layer_norm_eps(ours)
+    _assert_same_outputs(reloaded, ours, config.type_vocab_size)
+    assert nas.hf.load_pretrained(tmp_path).arch == ours.arch
+
+
+def test_forcing_mobilebert_on_a_layer_norm_genome_warns_about_eps():
     # Ours builds every LayerNorm with 1e-12; MobileBERT rebuilds two of them with torch's 1e-5.
     arch = nas.reference("mobilebert-no-opt").arch.replace(num_layers=1, vocab_size=100)
     ours = nas.build_model(arch).eval()
     with pytest.warns(UserWarning, match="eps"):
-        hf_model = nas.hf.to_transformers(ours).eval()
+        hf_model = nas.hf.to_transformers(ours, family="mobilebert").eval()
     assert set(_layer_norm_eps(hf_model).values()) == {1e-12}
     _assert_same_outputs(hf_model, ours, arch.type_vocab_size)
 
@@ -180,7 +233,7 @@ def test_export_warns_about_eps_the_mobilebert_config_cannot_carry():
     "arch, match",
     [
         (nas.ArchConfig(qkv_groups=2, intra_bottleneck_size=128, attention_input="bottleneck", num_attention_heads=4),
-         "grouped projections with a bottleneck"),
+         "native transformers family: grouped projections with a bottleneck"),
         (nas.ArchConfig(hidden_size=512, intra_bottleneck_size=128, num_attention_heads=4),
          "attention_input='hidden' with a bottleneck"),
         (nas.ArchConfig(qkv_groups=4, pooler=False), "SqueezeBertModel always has a pooler"),
@@ -231,3 +284,25 @@ def test_load_pretrained_errors(tmp_path):
     with pytest.raises(nas.NasError, match="model_type='roberta' is not one of the families"):
         nas.hf.load_pretrained(tmp_path / "roberta")
 
+
+
+REGISTERED = """
+import sys
+import nas
+assert "transformers" not in sys.modules, "import nas must not import transformers"
+from transformers import AutoConfig, AutoModel
+print(type(AutoModel.from_pretrained(sys.argv[1])).__module__, type(AutoConfig.from_pretrained(sys.argv[1])).__module__)
+"""
+
+
+def test_import_nas_registers_nas_encoder_without_importing_transformers(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    nas.hf.to_transformers(nas.build_model(GROUPED_BOTTLENECK)).save_pretrained(tmp_path / "model")
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), OMP_NUM_THREADS="1")
+    child = subprocess.run([sys.executable, "-c", REGISTERED, str(tmp_path / "model")], env=env, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=600)
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert child.stdout.split() == ["nas.modeling_nas", "nas.configuration_nas"]  # ours, not the folder's copy

@@ -74,3 +74,31 @@ def test_sdpa_model_is_refused(tmp_path):
     model = nas.build_model(TINY[0], attention_implementation="sdpa")
     with pytest.raises(nas.NasError, match="eager"):
         export_onnx(model, tmp_path / "m.onnx")
+
+
+def test_dynamic_export_runs_16_and_128_tokens_like_torch(tmp_path):
+    # MobileBERT-like with groups and a trigram embedding: every reshape of the model, traced once at 8 tokens.
+    arch = nas.ArchConfig(vocab_size=100, max_position_embeddings=160, num_layers=2, hidden_size=32, embedding_size=16,
+                          trigram_input=True, intra_bottleneck_size=16, attention_input="shared_bottleneck",
+                          num_attention_heads=2, intermediate_size=32, qkv_groups=2, intermediate_groups=2,
+                          output_groups=2, num_ffn=2, norm="no_norm", activation="relu")
+    model = nas.build_model(arch).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", seq_len=8, dynamic=True)
+    graph = onnx.load(str(path)).graph
+    assert [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim] == ["batch", "sequence"]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch, seq_len in [(1, 16), (2, 128)]:
+        inputs = example_inputs(seq_len, batch, arch.vocab_size, seed=seq_len)
+        inputs["attention_mask"][-1, seq_len // 2:] = 0  # a padded row: the mask must not be traced away
+        with torch.no_grad():
+            expected = model(**inputs)
+        got = session.run(None, {k: v.numpy() for k, v in inputs.items()})
+        assert got[0].shape == (batch, seq_len, arch.hidden_size)
+        np.testing.assert_allclose(got[0], expected.last_hidden_state.numpy(), atol=2e-5, rtol=1e-4)
+        np.testing.assert_allclose(got[1], expected.pooler_output.numpy(), atol=2e-5, rtol=1e-4)
+
+
+def test_default_export_keeps_fixed_shapes(tmp_path):
+    path = export_onnx(TINY[0], tmp_path / "m.onnx", seq_len=16)
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 16]

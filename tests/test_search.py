@@ -131,6 +131,34 @@ def test_non_dominated_respects_directions_and_drops_repeats():
     # Maximising the second objective turns the front around.
     assert non_dominated(points, ["min", "max"]) == [0]
     assert dominates((1, 1), (1, 2), ["min", "min"]) and not dominates((1, 2), (1, 2), ["min", "min"])
+    # Distinct genomes that score alike are all on the front when asked (as Optuna keeps them).
+    assert non_dominated(points, ["min", "min"], keep_equal=True) == [0, 1, 3, 4]
+
+
+def test_tpe_proposes_after_pruned_trials_that_carry_checkpoints():
+    import optuna
+
+    from nas.search.study import make_sampler, record_checkpoint
+
+    study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    space = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for number in range(12):
+        trial = study.ask(space)
+        if number % 3 == 0:
+            record_checkpoint(trial, 4, 0.3)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, [trial.params["x"], 1 - trial.params["x"] ** 2])
+    assert study.trials[0].intermediate_values == {4: 0.3}
+    # Optuna's own TPE reads a pruned trial's checkpoint as a single-objective score and raises.
+    study.sampler = optuna.samplers.TPESampler(seed=0, multivariate=True)
+    with pytest.raises(RuntimeError, match="multi-objective"):
+        study.ask(space)
+    study.sampler = make_sampler("tpe", seed=0)
+    for _ in range(3):
+        trial = study.ask(space)
+        study.tell(trial, [trial.params["x"], 1 - trial.params["x"] ** 2])
+    assert study.trials[-1].state.name == "COMPLETE"
 
 
 def test_hypervolume_2d_matches_the_staircase():

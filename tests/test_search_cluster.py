@@ -66,6 +66,9 @@ def test_a_search_survives_losing_a_worker_node(cluster, tmp_path):
     assert not outcome.interrupted
     assert len(ray_rows) == settings.trials and {r["status"] for r in ray_rows} == {"ok"}
     assert sum(r["restarts"] for r in ray_rows) >= 1  # the trial on the lost node ran again elsewhere
+    # Three nodes on one host: one hostname and IP, but `node` tells them apart by node id.
+    nodes = {f"{node.node_ip_address}/{node.node_id}" for node in [cluster.head_node, *workers]}
+    assert {r["node"] for r in ray_rows} <= nodes and len({r["node"] for r in ray_rows}) >= 2
     study = optuna_study.load_study(run.journal_path)
     assert sorted(t.number for t in study.trials) == sorted(r["trial"] for r in records)
     assert not [t for t in study.trials if t.state.name == "RUNNING"]

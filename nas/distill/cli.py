@@ -7,7 +7,9 @@ import json
 import sys
 from dataclasses import fields
 from pathlib import Path
+
 from nas.cli import positive_int as _positive_int
+from nas.errors import NasError, read_user_text
 
 HELP = ("distil a teacher into a genome for a short, fixed budget and score it (a downstream linear probe, "
         "or the held-out cosine to the teacher)")
@@ -75,9 +77,9 @@ def config_from_args(args) -> "DistillConfig":  # noqa: F821 - imported lazily t
     data: dict = getattr(DistillConfig, args.preset)().to_dict() if args.preset != "default" else {}
     if args.config is not None:
         try:
-            data |= json.loads(args.config.read_text())
-        except FileNotFoundError:
-            raise DistillError(f"--config {args.config}: no such file") from None
+            data |= json.loads(read_user_text(args.config))
+        except NasError as err:
+            raise DistillError(f"--config {err}") from None
         except (json.JSONDecodeError, TypeError) as err:
             raise DistillError(f"--config {args.config}: not a JSON object of settings ({err})") from None
     for f in fields(DistillConfig):

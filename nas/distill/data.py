@@ -283,9 +283,6 @@ class TargetStore:
         embedding = torch.stack([chunk.embedding[r] for chunk, r in picks])
         return TeacherBatch(tuple(hidden.unbind(1)), tuple(attn.unbind(1)), embedding)
 
-    def computed_windows(self) -> int:
-        return sum(len(chunk.embedding) for chunk in self.chunks.values())
-
     def _ensure(self, c: int, per_head: bool) -> None:
         chunk = self.chunks.get(c)
         if chunk is not None and (not per_head or chunk.attention_heads is not None):

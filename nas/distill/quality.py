@@ -51,8 +51,8 @@ def ridge_probe_accuracy(train_x, train_y, eval_x, eval_y, num_labels: int, ridg
 _PROBE_DATA: dict = {}
 
 
-def probe_score(encoder: Encoder, tokenizer=None) -> float:
-    """Held-out accuracy of a linear probe of the student's features on the embedded supersense task."""
+def _probe_data(tokenizer=None):
+    """The probe's encoded examples, label count, and (fit, eval) indices, loaded once per tokenizer."""
     key = id(tokenizer)
     if key not in _PROBE_DATA:
         from nas.distill.teacher import load_teacher
@@ -62,10 +62,22 @@ def probe_score(encoder: Encoder, tokenizer=None) -> float:
         tokenizer = tokenizer or load_teacher(None).tokenizer
         task = load_task(PROBE_TASK, max_train=PROBE_FIT + PROBE_EVAL, max_dev=2)
         data = encode(tokenizer, task.train_texts, None, task.train_labels, PROBE_SEQ_LEN)
-        _PROBE_DATA[key] = (data, task.num_labels)
-    data, num_labels = _PROBE_DATA[key]
+        # the task keeps WordNet's file order (grouped by part of speech): split by a fixed permutation
+        order = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(0))
+        _PROBE_DATA[key] = (data, task.num_labels, order[:PROBE_FIT], order[PROBE_FIT:])
+    return _PROBE_DATA[key]
+
+
+def probe_score(encoder: Encoder, tokenizer=None) -> float:
+    """Held-out accuracy of a linear probe of the student's features on the embedded supersense task."""
+    data, num_labels, fit, rest = _probe_data(tokenizer)
     features = probe_features(encoder, data.ids, data.mask)
-    # the task keeps WordNet's file order (grouped by part of speech): split by a fixed permutation
-    order = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(0))
-    fit, rest = order[:PROBE_FIT], order[PROBE_FIT:]
     return ridge_probe_accuracy(features[fit], data.labels[fit], features[rest], data.labels[rest], num_labels)
+
+
+def probe_baseline(tokenizer=None) -> float:
+    """The probe's score for a constant embedding (the same features for every input): the floor a
+    student must beat to carry any information about its input."""
+    data, num_labels, fit, rest = _probe_data(tokenizer)
+    constant = torch.zeros(len(data.labels), 1, dtype=torch.float64)
+    return ridge_probe_accuracy(constant[fit], data.labels[fit], constant[rest], data.labels[rest], num_labels)

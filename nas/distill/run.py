@@ -15,6 +15,7 @@ Same genome, teacher, corpus, seed, steps and thread count: the same numbers, bi
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -163,6 +164,26 @@ def check_compatible(arch: ArchConfig, teacher: Teacher, config: DistillConfig) 
         )
     if teacher.max_positions < config.seq_len:
         raise DistillError(f"teacher {teacher.name}: takes at most {teacher.max_positions} tokens; lower --seq-len")
+    check_fits_in_memory(arch)
+
+
+# Bytes per parameter while training: fp32 weights, gradients and AdamW's two moments.
+TRAINING_BYTES_PER_PARAM = 16
+
+
+def check_fits_in_memory(arch: ArchConfig) -> None:
+    """DistillError when training `arch` needs more memory than this machine has (its exact
+    parameter count, no allocation tried): a typo such as a 1e12 width fails in one line."""
+    from nas.graph import count
+
+    need = count(arch, seq_len=min(128, arch.max_position_embeddings)).params * TRAINING_BYTES_PER_PARAM
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise DistillError(
+            f"genome {arch.id}: training it needs about {need / 2**30:,.0f} GiB for weights, gradients and "
+            f"optimizer state; this machine has {have / 2**30:,.0f} GiB (check its widths: hidden_size {arch.hidden_size}, "
+            f"intermediate_size {arch.intermediate_size})"
+        )
 
 
 class _Diverged(Exception):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nas.search.run_dir import RUNS_DIR, RunDir, resolve_run
 from nas.search.settings import DEFAULTS, SAMPLERS, SearchSettings
-from nas.cli import positive_int as _positive_int
+from nas.cli import non_negative_float as _minutes, positive_int as _positive_int
 
 
 def register(subparsers) -> None:
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
                         help="comma-separated bounds on cheap scores, e.g. 'latency_ms@pixel4<=80,params<=30e6'; "
                         f"'' for none (default {','.join(DEFAULTS.constraints) or 'none'})")
     search.add_argument("--trials", type=_positive_int, help=f"candidates to evaluate with Ray trials (default {DEFAULTS.trials})")
-    search.add_argument("--time-budget", type=float, metavar="MINUTES",
+    search.add_argument("--time-budget", type=_minutes, metavar="MINUTES",
                         help="propose no new candidate after this many minutes (running trials finish); 0 for none"
                         + (f" (default {DEFAULTS.time_budget_s / 60:g})" if DEFAULTS.time_budget_s else ""))
     search.add_argument("--sampler", choices=SAMPLERS, help=f"Optuna sampler (default {DEFAULTS.sampler})")
@@ -45,17 +45,19 @@ def register(subparsers) -> None:
     search.add_argument("--quiet", action="store_true", help="no progress bar")
     search.set_defaults(func=_search)
 
-    export = subparsers.add_parser("export", help="write a run's Pareto-optimal genomes: our JSON, transformers config (+ weights), ONNX")
+    export = subparsers.add_parser("export", help="write a run's Pareto-optimal genomes: our JSON, a transformers model folder (+ weights), ONNX")
     export.add_argument("run", help="runs/NAME or NAME")
     export.add_argument("--to", required=True, help="output folder (must be new or empty unless --overwrite)")
     export.add_argument("--onnx", action="store_true", help="also write model.onnx for each genome")
-    export.add_argument("--seq-len", type=_positive_int, default=128, help="ONNX input length (default 128)")
+    export.add_argument("--seq-len", type=_positive_int, default=None,
+                        help="fix the ONNX input shape to [1, SEQ_LEN] (default: dynamic batch and sequence axes)")
     export.add_argument("--overwrite", action="store_true")
     export.set_defaults(func=_export)
 
     report = subparsers.add_parser("report", help="Pareto plot (PNG + interactive HTML) with the reference designs, and a markdown table")
     report.add_argument("run", help="runs/NAME or NAME")
     report.add_argument("--out", help="output folder (default runs/NAME/report)")
+    report.add_argument("--overwrite", action="store_true", help="replace report files already in --out")
     report.set_defaults(func=_report)
 
 
@@ -149,9 +151,9 @@ def _export(args) -> int:
     run = RunDir(resolve_run(args.run)).require()
     index = export_front(run, args.to, onnx=args.onnx, seq_len=args.seq_len, overwrite=args.overwrite)
     for entry in index:
-        hf = entry["transformers"] or f"no transformers config ({entry['transformers_skipped']})"
-        weights = "with the distilled student's weights" if entry["weights"] else "config only (no student kept)"
-        print(f"{entry['folder']}: {', '.join(entry['files'])}; transformers: {hf}" + (f", {weights}" if entry["transformers"] else ""))
+        hf = entry["transformers"] + (" (trust_remote_code=True, or import nas)" if entry["trust_remote_code"] else "")
+        weights = "with the distilled student's weights" if entry["weights"] else "config only (no student kept: search with --keep-students)"
+        print(f"{entry['folder']}: transformers {hf}, {weights}" + (", model.onnx" if "model.onnx" in entry["files"] else ""))
     print(f"index: {Path(args.to) / 'index.json'}")
     return 0
 
@@ -160,7 +162,7 @@ def _report(args) -> int:
     from nas.search.report import write_report
 
     run = RunDir(resolve_run(args.run)).require()
-    paths = write_report(run, args.out)
+    paths = write_report(run, args.out, overwrite=args.overwrite)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0

@@ -15,7 +15,6 @@ millisecond. Cheap scores never touch Ray or Optuna; the search module calls the
 from __future__ import annotations
 
 import importlib
-import math
 import random
 import re
 from dataclasses import dataclass
@@ -45,13 +44,6 @@ class Objective:
     name: str
     direction: str  # "min" or "max"
     expensive: bool = False  # needs training (the distillation score); computed last
-
-    @property
-    def optuna_direction(self) -> str:
-        return "minimize" if self.direction == "min" else "maximize"
-
-    def better(self, a: float, b: float) -> bool:
-        return a < b if self.direction == "min" else a > b
 
 
 @dataclass(frozen=True)
@@ -208,10 +200,6 @@ class Feasibility:
     sampled: int
     feasible: int
 
-    @property
-    def fraction(self) -> float:
-        return self.feasible / self.sampled if self.sampled else 1.0
-
 
 def check_feasible(space: Space, constraints: list[Constraint], scorer: CheapScorer, samples: int = 300, seed: int = 0) -> Feasibility:
     """Estimate the feasible share of `space`; NasError if no genome of it meets the constraints.
@@ -297,6 +285,3 @@ def _descend(space: Space, start: dict[str, Any], total: Callable[[ArchConfig], 
             break
     return best, values
 
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -19,13 +19,14 @@ def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str])
     return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
 
 
-def non_dominated(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
-    """Indices of the points no other point dominates; of equal points, the first is kept."""
+def non_dominated(points: Sequence[Sequence[float]], directions: Sequence[str], keep_equal: bool = False) -> list[int]:
+    """Indices of the points no other point dominates; of equal points, the first is kept, or all of
+    them with `keep_equal` (distinct genomes that score alike are all Pareto-optimal)."""
     keep = []
     for i, p in enumerate(points):
         if any(dominates(q, p, directions) for j, q in enumerate(points) if j != i):
             continue
-        if any(tuple(points[k]) == tuple(p) for k in keep):
+        if not keep_equal and any(tuple(points[k]) == tuple(p) for k in keep):
             continue
         keep.append(i)
     return keep

@@ -4,6 +4,13 @@ with the reference designs (BERT-base, SqueezeBERT, MobileBERT, ...) on the same
 References are scored the way the search scored candidates (``nas.count``, the latency
 predictor). They are not distilled (that would cost a full distillation each), so on an axis
 with the distillation score they appear as a line at their cheap coordinate, not as a point.
+
+Each plot also shows the constraints (a line at the limit, the infeasible side shaded), the
+candidates they excluded (on a distillation axis, where they have no score, as a rug along the
+top), the score of a constant embedding (the floor a student must beat), and the trials ASHA
+stopped, on an axis clipped to the finished ones so their partial scores do not squash the front
+(those below it sit on the lower edge). Beside the front: Optuna's own hypervolume history,
+parameter importances and parallel coordinates of the run's study.
 """
 
 from __future__ import annotations
@@ -13,10 +20,11 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from nas.errors import NasError, check_writable_folder
 from nas.references import reference, reference_names
-from nas.search.objectives import CheapScorer, Objective
+from nas.search.objectives import CheapScorer, Constraint, Objective, parse_constraints
 from nas.search.run_dir import RunDir, atomic_write_text, load_front, read_trials_csv
 from nas.search.settings import SearchSettings
 
@@ -39,6 +47,15 @@ class RunResults:
     records: list[dict[str, Any]]
     front: list[dict[str, Any]]
     references: dict[str, dict[str, float]]  # name -> cheap scores
+
+    @property
+    def constraints(self) -> list[Constraint]:
+        return parse_constraints(self.settings.constraints)
+
+    @property
+    def baseline(self) -> float | None:
+        """The distillation score of a constant embedding, as the trials recorded it."""
+        return next((r["scores"]["distill_baseline"] for r in self.records if "distill_baseline" in r["scores"]), None)
 
     @classmethod
     def load(cls, run: RunDir) -> "RunResults":
@@ -66,15 +83,27 @@ class RunResults:
         return {p["trial"] for p in self.front}
 
 
-def write_report(run: RunDir, out: str | Path | None = None) -> dict[str, Path]:
-    """Write pareto.png, pareto.html and report.md into `out` (default runs/NAME/report/)."""
+def write_report(run: RunDir, out: str | Path | None = None, *, overwrite: bool = False) -> dict[str, Path]:
+    """Write pareto.png, pareto.html, report.md and, when the run's study allows them, Optuna's
+    hypervolume history, parameter importances and parallel coordinates (PNGs, and in the HTML)
+    into `out` (default runs/NAME/report/, which is rewritten; elsewhere, files already there are
+    a NasError unless `overwrite`)."""
     results = RunResults.load(run)
     out = Path(out) if out else run.report_dir
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable_folder(out, "--out")
+    study_plots = _study_plots(results)
     paths = {"png": out / "pareto.png", "html": out / "pareto.html", "markdown": out / "report.md"}
+    paths |= {name: out / f"{name}.png" for name, plot in study_plots.items() if plot.figure is not None}
+    taken = [p.name for p in paths.values() if p.exists()]
+    if taken and not overwrite and out.absolute() != run.report_dir:
+        raise NasError(f"--out {out}: already holds {', '.join(taken)}; choose another folder or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
     _write_png(results, paths["png"])
-    atomic_write_text(paths["html"], _html(results))
-    atomic_write_text(paths["markdown"], markdown(results, png=paths["png"].name, html_name=paths["html"].name))
+    for name, plot in study_plots.items():
+        if plot.figure is not None:
+            _save_matplotlib(plot.matplotlib(), paths[name])
+    atomic_write_text(paths["html"], _html(results, study_plots))
+    atomic_write_text(paths["markdown"], markdown(results, png=paths["png"].name, html_name=paths["html"].name, study_plots=study_plots))
     return paths
 
 
@@ -122,19 +151,32 @@ def _wide(values: list[float]) -> bool:
 
 
 def _write_png(results: RunResults, path: Path) -> None:
+    _save_matplotlib(front_figure(results), path)
+
+
+def front_figure(results: RunResults):
+    """The matplotlib figure of pareto.png: one panel per pair of objectives, labels laid out apart."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     pairs = _axis_pairs(results.objectives)
-    fig, axes = plt.subplots(1, len(pairs), figsize=(6.5 * len(pairs), 5.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(pairs), figsize=(6.5 * len(pairs), 6.2), squeeze=False)
     for ax, (x, y) in zip(axes[0], pairs):
         _draw_pair(ax, results, x, y)
     ran = sum(1 for r in results.records if r["tune_trial_id"])
     fig.suptitle(f"search {results.run.name}: space {results.settings.space}, {ran} trials run of {len(results.records)} "
                  f"candidates, {len(results.front)} Pareto-optimal", fontsize=11)
     fig.tight_layout()
+    for ax in axes[0]:
+        _separate_labels(ax)
+    return fig
+
+
+def _save_matplotlib(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)
     try:
@@ -153,11 +195,30 @@ def _draw_pair(ax, results: RunResults, x: Objective, y: Objective | None) -> No
         ys = [r["scores"][y.name] if y else r["trial"] for r in records]
         return xs, ys
 
-    for status, style in (("infeasible", dict(marker="x", color="#bbbbbb", s=14, label="infeasible (never trained)")),
-                          ("pruned", dict(marker="v", color="#f4a261", s=16, alpha=0.6, label="pruned by ASHA (partial score)"))):
-        records = _points(results, x, y, status)
-        if records:
-            ax.scatter(*coords(records), **style)
+    infeasible = _points(results, x, y, "infeasible")
+    if infeasible:
+        ax.scatter(*coords(infeasible), marker="x", color="#bbbbbb", s=14, label="infeasible (never trained)")
+    elif y is not None and y.expensive:
+        # Never trained, so no score: a rug of their cheap coordinate along the top edge.
+        xs = [r["scores"][x.name] for r in _points(results, x, None, "infeasible")]
+        if xs:
+            ax.scatter(xs, [0.985] * len(xs), marker="|", color="#999999", s=60, transform=ax.get_xaxis_transform(),
+                       clip_on=False, label="infeasible: never trained, no score (top rug)")
+    limits = _score_limits(results, y) if y is not None and y.expensive else None
+    pruned = _points(results, x, y, "pruned")
+    if pruned:
+        xs, ys = coords(pruned)
+        inside = [(a, b) for a, b in zip(xs, ys) if limits is None or b >= limits[0]]
+        below = [a for a, b in zip(xs, ys) if limits is not None and b < limits[0]]
+        if inside:
+            ax.scatter(*zip(*inside), marker="v", color="#f4a261", s=16, alpha=0.6, label="pruned by ASHA (partial score)")
+        if below:
+            ax.scatter(below, [limits[0]] * len(below), marker="v", color="#f4a261", s=16, alpha=0.6, clip_on=False,
+                       label="pruned by ASHA, partial score below the axis (on its edge)")
+    if limits is not None:
+        ax.set_ylim(*limits)
+        if results.baseline is not None:
+            ax.axhline(results.baseline, color="#6c757d", lw=1, ls=":", label=f"constant embedding ({results.baseline:.3g})")
     rest = _points(results, x, y, "ok", front=False)
     if rest:
         ax.scatter(*coords(rest), color="#8ab4d8", s=18, label="evaluated")
@@ -178,12 +239,79 @@ def _draw_pair(ax, results: RunResults, x: Objective, y: Objective | None) -> No
         ys_all += [s[y.name] for s in results.references.values() if y.name in s]
         if _wide(ys_all):
             ax.set_yscale("log")
+    _draw_constraints(ax, results, x, y)
     ax.set_xlabel(_label(x.name))
     ax.set_ylabel(_label(y.name) if y else "trial")
     if ref_note:
-        ax.set_title(ref_note, fontsize=8)
+        import textwrap
+
+        ax.set_title(textwrap.fill(ref_note, 90), fontsize=8)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    # Below the plot, so that no legend covers a point or a label.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+
+
+def _score_limits(results: RunResults, y: Objective) -> tuple[float, float] | None:
+    """The y range of a distillation axis: finished trials, references and the baseline, with a margin.
+    Pruned trials' partial scores do not widen it."""
+    values = [r["scores"][y.name] for r in results.records if r["status"] == "ok" and y.name in r["scores"]]
+    values += [s[y.name] for s in results.references.values() if y.name in s]
+    if results.baseline is not None:
+        values.append(results.baseline)
+    if not values:
+        return None
+    low, high = min(values), max(values)
+    margin = 0.08 * (high - low) or 0.02
+    return low - margin, high + margin
+
+
+def _draw_constraints(ax, results: RunResults, x: Objective, y: Objective | None) -> None:
+    """Each constraint on a plotted metric: a line at its limit, the infeasible side shaded."""
+    for constraint in results.constraints:
+        for axis, objective in (("x", x), ("y", y)):
+            if objective is None or objective.name != constraint.metric:
+                continue
+            line, span = (ax.axvline, ax.axvspan) if axis == "x" else (ax.axhline, ax.axhspan)
+            line(constraint.limit, color="#9d0208", lw=1.2, label=f"constraint {constraint.source}")
+            low, high = (ax.get_xlim() if axis == "x" else ax.get_ylim())
+            far = high if constraint.op == "<=" else low
+            span(*sorted((constraint.limit, far)), color="#9d0208", alpha=0.06, lw=0)
+            (ax.set_xlim if axis == "x" else ax.set_ylim)(low, high)
+
+
+# Offsets (points) tried in turn for a label that would overlap another.
+_LABEL_OFFSETS = [(4, 4), (4, -11), (-4, 4), (-4, -11), (4, 14), (4, -21), (-4, 14), (-4, -21), (4, 24), (4, -31)]
+
+
+def _separate_labels(ax) -> None:
+    """Move point labels (stars' names) off each other and off fixed labels, trying a few offsets."""
+    from matplotlib.text import Annotation
+
+    renderer = ax.figure.canvas.get_renderer()
+    texts = [t for t in ax.texts if isinstance(t, Annotation) and t.get_text()]
+    movable = [t for t in texts if t.get_anncoords() == "offset points"]
+    placed = [t.get_window_extent(renderer) for t in texts if t not in movable]
+    for text in movable:
+        best = None
+        for dx, dy in _LABEL_OFFSETS:
+            text.xyann = (dx, dy)
+            text.set_horizontalalignment("left" if dx > 0 else "right")
+            box = text.get_window_extent(renderer)
+            overlap = sum(_overlap_area(box, other) for other in placed)
+            if best is None or overlap < best[0]:
+                best = (overlap, (dx, dy))
+            if overlap == 0:
+                break
+        dx, dy = best[1]
+        text.xyann = (dx, dy)
+        text.set_horizontalalignment("left" if dx > 0 else "right")
+        placed.append(text.get_window_extent(renderer))
+
+
+def _overlap_area(a, b) -> float:
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return width * height if width > 0 and height > 0 else 0.0
 
 
 def _draw_references(ax, results: RunResults, x: Objective, y: Objective | None) -> str:
@@ -242,20 +370,132 @@ def _staggered(references: dict[str, dict[str, float]], metric: str, near: float
     return lows
 
 
+# ---- the study in Optuna's own views ------------------------------------------------------------
+
+
+@dataclass
+class StudyPlot:
+    """One of Optuna's views of the run's study: a plotly figure (None when the study cannot give it
+    yet, with the reason in `note`) and its matplotlib twin for the PNG."""
+
+    title: str
+    figure: Any
+    note: str
+    matplotlib: Callable[[], Any] | None = None  # -> a matplotlib Figure
+
+
+def _study_plots(results: RunResults) -> dict[str, StudyPlot]:
+    """Hypervolume history, parameter importances and parallel coordinates from optuna.visualization."""
+    if not results.run.journal_path.exists():
+        return {}
+    import warnings
+
+    import optuna
+    import optuna.visualization as plotly_views
+    import optuna.visualization.matplotlib as matplotlib_views
+
+    from nas.search import study as optuna_study
+
+    study = optuna_study.load_study(results.run.journal_path)
+    complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    names = [o.name for o in results.objectives]
+    # Colour the parallel coordinates by the expensive objective (what the search trains for).
+    target_index = next((i for i, o in enumerate(results.objectives) if o.expensive), 0)
+    target = dict(target=lambda t: t.values[target_index], target_name=names[target_index]) if len(names) > 1 else {}
+    sign = -1.0 if results.objectives[target_index].direction == "max" else 1.0
+    signed = dict(target=lambda t: sign * t.values[target_index], target_name=names[target_index])
+    if len(names) > 1:
+        reference = _hypervolume_reference(complete, results.objectives)
+        history = ("hypervolume history", lambda views: views.plot_hypervolume_history(study, reference_point=reference),
+                   f"reference point {', '.join(f'{n}={v:.4g}' for n, v in zip(names, reference))} (10 % beyond the worst finished trial)")
+    else:
+        history = ("optimization history", lambda views: views.plot_optimization_history(study), "")
+    views = {
+        "hypervolume": history,
+        "importances": (f"parameter importances for {names[target_index]}", lambda views: views.plot_param_importances(study, **signed),
+                        "Optuna's default evaluator over finished trials; it ranks what makes its target low, so a maximised objective is negated"),
+        "parallel": (f"parallel coordinates of the {PARALLEL_PARAMS} most important parameters, coloured by {names[target_index]}",
+                     lambda views: views.plot_parallel_coordinate(study, params=_top_params(study, signed), **target), "finished trials"),
+    }
+    plots = {}
+    for name, (title, draw, note) in views.items():
+        if len(complete) < 2:
+            plots[name] = StudyPlot(title, None, "fewer than 2 finished trials")
+            continue
+        with warnings.catch_warnings():
+            _quiet_views(warnings, optuna)
+            try:
+                figure = draw(plotly_views)
+            except (ValueError, RuntimeError, ZeroDivisionError) as err:  # e.g. one parameter varied
+                plots[name] = StudyPlot(title, None, f"not available: {str(err).splitlines()[0]}")
+                continue
+        plots[name] = StudyPlot(title, figure, note, matplotlib=lambda draw=draw: _matplotlib_view(draw, matplotlib_views))
+    return plots
+
+
+def _matplotlib_view(draw: Callable[[Any], Any], views: Any):
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        _quiet_views(warnings, optuna)
+        axes = draw(views)
+    figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+    figure.set_size_inches(11, 5.5)
+    figure.tight_layout()
+    return figure
+
+
+PARALLEL_PARAMS = 6  # more axes than this and a static picture's labels collide
+
+
+def _top_params(study: Any, signed: dict[str, Any]) -> list[str]:
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        _quiet_views(warnings, optuna)
+        importances = optuna.importance.get_param_importances(study, target=signed["target"])
+    return list(importances)[:PARALLEL_PARAMS]
+
+
+def _quiet_views(warnings: Any, optuna: Any) -> None:
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    # It reminds on every call that it ranks low target values; the target is signed for that.
+    warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
+    warnings.filterwarnings("ignore", message="Attempting to set identical low and high ylims")  # a parameter that never varied
+
+
+def _hypervolume_reference(trials: list[Any], objectives: list[Objective]) -> list[float]:
+    """A point 10 % of the range beyond the worst finished trial in every objective."""
+    reference = []
+    for i, objective in enumerate(objectives):
+        values = [t.values[i] for t in trials]
+        span = (max(values) - min(values)) or abs(max(values)) or 1.0
+        reference.append(max(values) + 0.1 * span if objective.direction == "min" else min(values) - 0.1 * span)
+    return reference
+
+
 # ---- HTML (plotly) ------------------------------------------------------------------------------
 
 
-def _html(results: RunResults) -> str:
+def _html(results: RunResults, study_plots: dict[str, StudyPlot] | None = None) -> str:
     import plotly.graph_objects as go
 
     parts = []
     for i, (x, y) in enumerate(_axis_pairs(results.objectives)):
         fig = go.Figure()
-        for status, name, marker in (
-            ("infeasible", "infeasible (never trained)", dict(symbol="x", color="#bbbbbb", size=6)),
-            ("pruned", "pruned by ASHA (partial score)", dict(symbol="triangle-down", color="#f4a261", size=7)),
-        ):
-            _trace(fig, go, _points(results, x, y, status), x, y, name, marker)
+        if y is None or not y.expensive:
+            for status, name, marker in (
+                ("infeasible", "infeasible (never trained)", dict(symbol="x", color="#bbbbbb", size=6)),
+                ("pruned", "pruned by ASHA (partial score)", dict(symbol="triangle-down", color="#f4a261", size=7)),
+            ):
+                _trace(fig, go, _points(results, x, y, status), x, y, name, marker)
+        limits = _score_limits(results, y) if y is not None and y.expensive else None
+        if limits is not None:
+            _unscored_traces(fig, go, results, x, y, limits)
         _trace(fig, go, _points(results, x, y, "ok", front=False), x, y, "evaluated", dict(color="#8ab4d8", size=7))
         front = sorted(_points(results, x, y, "ok", front=True), key=lambda r: r["scores"][x.name])
         _trace(fig, go, front, x, y, "Pareto-optimal", dict(color="#1d3557", size=10), line=y is not None)
@@ -280,6 +520,18 @@ def _html(results: RunResults) -> str:
                                   annotation_text=", ".join(names), annotation_textangle=-90, annotation_font_size=10,
                                   annotation_position="bottom left" if low else "top left")
                 note = " (dashed: reference designs at their cheap coordinate; not distilled, too expensive)"
+        for constraint in results.constraints:
+            if constraint.metric == x.name:
+                fig.add_vline(x=constraint.limit, line_color="#9d0208", annotation_text=f"constraint {constraint.source}",
+                              annotation_position="top right", annotation_font_size=10)
+            elif y is not None and constraint.metric == y.name:
+                fig.add_hline(y=constraint.limit, line_color="#9d0208", annotation_text=f"constraint {constraint.source}",
+                              annotation_position="top left", annotation_font_size=10)
+        if limits is not None:
+            fig.update_yaxes(range=list(limits))
+            if results.baseline is not None:
+                fig.add_hline(y=results.baseline, line_dash="dot", line_color="#6c757d", annotation_position="bottom right",
+                              annotation_text=f"constant embedding ({results.baseline:.3g})", annotation_font_size=10)
         xs_all = [r["scores"][x.name] for r in results.records if x.name in r["scores"]] + [s[x.name] for s in results.references.values()]
         fig.update_layout(
             title=f"{_label(x.name)} vs {_label(y.name) if y else 'trial'}{note}",
@@ -288,8 +540,31 @@ def _html(results: RunResults) -> str:
             template="plotly_white", height=560,
         )
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+    for plot in (study_plots or {}).values():
+        parts.append(f"<h3>{html.escape(plot.title)}</h3><p>{html.escape(plot.note)}</p>")
+        if plot.figure is not None:
+            parts.append(plot.figure.to_html(full_html=False, include_plotlyjs=False))
     title = f"search {html.escape(results.run.name)}"
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body><h2>{title}</h2>\n" + "\n".join(parts) + "\n</body></html>\n"
+
+
+def _unscored_traces(fig, go, results: RunResults, x: Objective, y: Objective, limits: tuple[float, float]) -> None:
+    """On a distillation axis: pruned trials (those below the axis on its lower edge) and infeasible
+    candidates, which have no score, along the top edge."""
+    pruned = _points(results, x, y, "pruned")
+    if pruned:
+        fig.add_trace(go.Scatter(
+            x=[r["scores"][x.name] for r in pruned], y=[max(r["scores"][y.name], limits[0]) for r in pruned], mode="markers",
+            name="pruned by ASHA (partial score; below the axis: on its edge)", hovertext=[_hover(r) for r in pruned],
+            hoverinfo="text", marker=dict(symbol="triangle-down", color="#f4a261", size=7), cliponaxis=False,
+        ))
+    infeasible = _points(results, x, None, "infeasible")
+    if infeasible:
+        fig.add_trace(go.Scatter(
+            x=[r["scores"][x.name] for r in infeasible], y=[limits[1]] * len(infeasible), mode="markers",
+            name="infeasible: never trained, no score (top edge)", hovertext=[_hover(r) for r in infeasible],
+            hoverinfo="text", marker=dict(symbol="line-ns-open", color="#999999", size=9), cliponaxis=False,
+        ))
 
 
 def _trace(fig, go, records, x, y, name, marker, line=False) -> None:
@@ -339,7 +614,7 @@ def _shape(genome: dict[str, Any]) -> str:
     )
 
 
-def markdown(results: RunResults, png: str = "pareto.png", html_name: str = "pareto.html") -> str:
+def markdown(results: RunResults, png: str = "pareto.png", html_name: str = "pareto.html", study_plots: dict[str, StudyPlot] | None = None) -> str:
     s = results.settings
     counts: dict[str, int] = {}
     for r in results.records:
@@ -359,9 +634,17 @@ def markdown(results: RunResults, png: str = "pareto.png", html_name: str = "par
         "",
         f"Interactive version: [{html_name}]({html_name}).",
         "",
-        "## Pareto-optimal genomes",
-        "",
     ]
+    if results.baseline is not None:
+        lines += [f"A constant embedding (the same features for every input) scores {results.baseline:.4g}: the dotted line.", ""]
+    if study_plots:
+        lines += ["## The study in Optuna's views", "",
+                  f"`optuna-dashboard {results.run.journal_path}` shows the same study (metric names, statuses, constraints).", ""]
+        for name, plot in study_plots.items():
+            shown = f"![{plot.title}]({name}.png)" if plot.figure is not None else "not drawn"
+            lines += [f"- **{plot.title}**: {plot.note}. {shown}"]
+        lines.append("")
+    lines += ["## Pareto-optimal genomes", ""]
     if results.front:
         lines.append("| # | trial | genome | " + " | ".join(names) + " | shape |")
         lines.append("|---|---|---|" + "---|" * len(names) + "---|")

@@ -4,7 +4,7 @@
       settings.json     the settings used (SearchSettings)
       space.yaml        a copy of the search space file (a resume reads this copy)
       optuna.journal    the Optuna study (JournalStorage; ``optuna-dashboard runs/NAME/optuna.journal``)
-      tune/             the Ray Tune experiment (``Tuner.restore`` resumes from it)
+      tune/, tune-2/    the Ray Tune experiment of the first session, and of each resume
       trials.csv        one row per trial: status, reason, every score, the genome
       pareto.json       the Pareto-optimal genomes among the trials that finished ("ok")
       students/         safetensors of Pareto students, with --keep-students
@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from nas.arch import ArchConfig
-from nas.errors import NasError
+from nas.errors import NasError, open_user_file
 from nas.search.objectives import Objective
 from nas.search.pareto import non_dominated
 
@@ -46,6 +47,7 @@ STATUSES = {
     "crashed": "a scorer raised an error",
     "failed": "its Ray worker or node died more often than max_failures allows",
     "lost": "proposed just before the driver stopped, never run",
+    "interrupted": "running when the search was stopped; a resume proposes its genome again",
 }
 _FIXED_COLUMNS = ["trial", "status", "reason", "genome_id"]
 _TAIL_COLUMNS = ["elapsed_s", "step", "restarts", "tune_trial_id", "node"]
@@ -95,6 +97,16 @@ class RunDir:
     students_dir = property(lambda self: self.root / "students")
     report_dir = property(lambda self: self.root / "report")
     lock_path = property(lambda self: self.root / ".lock")
+
+    def tune_dirs(self) -> list[Path]:
+        """Every session's Ray Tune experiment, oldest first: ``tune/``, then ``tune-2/``, ... per resume."""
+        found = [p for p in self.root.glob("tune*") if p.is_dir() and (p.name == "tune" or p.name.removeprefix("tune-").isdigit())]
+        return sorted(found, key=lambda p: 1 if p.name == "tune" else int(p.name.removeprefix("tune-")))
+
+    def next_tune_dir(self) -> Path:
+        """Where the next session's Tune experiment goes."""
+        sessions = self.tune_dirs()
+        return self.tune_dir if not sessions else self.root / f"tune-{len(sessions) + 1}"
 
     def exists(self) -> bool:
         return self.settings_path.exists()
@@ -185,8 +197,8 @@ class TrialLog:
 
     A record is a dict: ``trial``, ``status`` (one of STATUSES), ``reason``, ``genome_id``,
     ``genome`` (dict or None), ``scores`` (metric -> float), ``elapsed_s``, ``step``, ``restarts``
-    (times Ray restarted the trial after its worker or node died), ``tune_trial_id``, ``node``, and
-    ``student`` (path or None).
+    (times Ray restarted the trial after its worker or node died), ``tune_trial_id``, ``node`` (the
+    Ray node that ran it, ``IP/NODE_ID``), and ``student`` (path or None).
     """
 
     def __init__(self, run: RunDir, objectives: list[Objective]) -> None:
@@ -194,7 +206,9 @@ class TrialLog:
         self.objectives = objectives
         self.records: dict[int, dict[str, Any]] = {}
         if run.trials_csv.exists():
-            for record in read_trials_csv(run.trials_csv):
+            # Lenient: a torn line (a kill or an editor) is dropped; a resume rebuilds every row
+            # from the Optuna journal.
+            for record in read_trials_csv(run.trials_csv, skip_bad_lines=True):
                 self.records[record["trial"]] = record | {"student": None}
         self._students = _read_students(run.pareto_json)
         for number, path in self._students.items():
@@ -211,9 +225,6 @@ class TrialLog:
         atomic_write_text(self.run.trials_csv, trials_csv_text(self.records.values(), self.objectives))
         atomic_write_json(self.run.pareto_json, pareto_document(self.records.values(), self.objectives))
 
-    def by_tune_id(self) -> dict[str, dict[str, Any]]:
-        return {r["tune_trial_id"]: r for r in self.records.values() if r.get("tune_trial_id")}
-
     def evaluated(self) -> dict[str, dict[str, Any]]:
         """The first record of each genome that a Ray trial ran (any status but screened ones)."""
         out: dict[str, dict[str, Any]] = {}
@@ -228,7 +239,8 @@ class TrialLog:
 
 
 def pareto_records(records: Iterable[dict[str, Any]], objectives: list[Objective]) -> list[dict[str, Any]]:
-    """The Pareto-optimal "ok" records (one per genome), sorted by the first objective."""
+    """The Pareto-optimal "ok" records (one per genome; distinct genomes with equal scores are all
+    kept, as Optuna keeps them), sorted by the first objective."""
     names = [o.name for o in objectives]
     seen: set[str] = set()
     candidates = []
@@ -240,7 +252,7 @@ def pareto_records(records: Iterable[dict[str, Any]], objectives: list[Objective
         seen.add(record["genome_id"])
         candidates.append(record)
     points = [[r["scores"][n] for n in names] for r in candidates]
-    front = [candidates[i] for i in non_dominated(points, [o.direction for o in objectives])]
+    front = [candidates[i] for i in non_dominated(points, [o.direction for o in objectives], keep_equal=True)]
     first = objectives[0]
     return sorted(front, key=lambda r: r["scores"][first.name] * (1 if first.direction == "min" else -1))
 
@@ -323,11 +335,14 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def read_trials_csv(path: Path) -> list[dict[str, Any]]:
-    """Records back from a trials.csv that ``trials_csv_text`` wrote (types restored)."""
+def read_trials_csv(path: Path, skip_bad_lines: bool = False) -> list[dict[str, Any]]:
+    """Records back from a trials.csv that ``trials_csv_text`` wrote (types restored).
+
+    A line that cannot be read is a NasError naming it, or with `skip_bad_lines` left out (logged).
+    """
     defaults = ArchConfig()
     records = []
-    with open(path, newline="") as handle:
+    with open_user_file(path, newline="") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         missing = [c for c in _FIXED_COLUMNS if c not in header]
@@ -354,8 +369,10 @@ def read_trials_csv(path: Path) -> list[dict[str, Any]]:
                         "node": row.get("node") or "",
                     }
                 )
-            except (KeyError, ValueError) as err:
-                raise NasError(f"{path}: line {line}: cannot read ({err})") from None
+            except (KeyError, ValueError, TypeError) as err:
+                if not skip_bad_lines:
+                    raise NasError(f"{path}: line {line}: cannot read ({err}); the run's optuna.journal holds every trial: `nas search --resume` rebuilds this file") from None
+                logging.getLogger("nas.search").warning("%s: line %d is torn or edited; skipped (rebuilt from the journal on resume)", path, line)
     return records
 
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from nas.errors import NasError
+from nas.errors import NasError, read_user_text
 
 SAMPLERS = ("nsga2", "tpe", "random")
 
@@ -67,9 +67,7 @@ class SearchSettings:
     def load(cls, path: str | Path) -> "SearchSettings":
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise NasError(f"{path}: no such settings file") from None
+            data = json.loads(read_user_text(path))
         except json.JSONDecodeError as err:
             raise NasError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
         return cls.from_dict(data, str(path))

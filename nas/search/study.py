@@ -5,8 +5,11 @@ Imports optuna but not ray, so the sample-efficiency benchmark can drive Optuna 
 
 from __future__ import annotations
 
+import copy
+import logging
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -39,10 +42,45 @@ def make_sampler(name: str, seed: int, population_size: int = 50) -> optuna.samp
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population_size, seed=seed)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+        return CheckpointTolerantTPESampler(seed=seed, multivariate=True, constant_liar=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise NasError(f"sampler {name!r}: use nsga2, tpe or random")
+
+
+class CheckpointTolerantTPESampler(optuna.samplers.TPESampler):
+    """Optuna's TPE, for multi-objective studies whose pruned trials carry intermediate values.
+
+    Optuna 5.0's TPE ranks a pruned trial by its last intermediate value read as a single-objective
+    score (``_get_pruned_trial_score``), which raises on a study with several directions. A search
+    records each distillation checkpoint as an intermediate value, so this sampler shows TPE its
+    pruned trials without them: TPE then ranks them as it ranks pruned trials that reported nothing
+    (the same proposals as before checkpoints were recorded).
+    """
+
+    def _sample(self, study: optuna.Study, trial: Any, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if len(study.directions) > 1:
+            study = _PrunedWithoutCheckpoints(study)  # type: ignore[assignment]
+        return super()._sample(study, trial, search_space)
+
+
+class _PrunedWithoutCheckpoints:
+    """A read-only view of a study whose pruned trials have no intermediate values."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[Any]:
+        out = []
+        for trial in self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache):
+            if trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values:
+                trial = copy.copy(trial)
+                trial.intermediate_values = {}
+            out.append(trial)
+        return out
 
 
 def journal_storage(path: Path) -> optuna.storages.BaseStorage:
@@ -63,3 +101,85 @@ def load_study(path: Path) -> optuna.Study:
 
 def trial_state(name: str) -> Any:
     return getattr(optuna.trial.TrialState, name)
+
+
+# ---- the journal as the record of every trial ------------------------------------------------------
+
+# The fields of a trials.csv row that are kept as Optuna user attributes, so the journal alone can
+# rebuild trials.csv (a torn or lost CSV) and optuna-dashboard shows each trial's status and reason.
+# The genome is not among them: it is the trial's params, mapped through the run's space.
+RECORD_ATTRS = ("status", "reason", "genome_id", "scores", "elapsed_s", "step", "restarts", "tune_trial_id", "node")
+
+
+def open_study(path: Path, directions: list[str]) -> optuna.Study:
+    """The run's study, created on first use (``describe_study`` names its objectives)."""
+    return optuna.create_study(
+        storage=journal_storage(path),
+        study_name=STUDY_NAME,
+        directions=["minimize" if d == "min" else "maximize" for d in directions],
+        load_if_exists=True,
+    )
+
+
+def set_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, Any]) -> None:
+    """Set user attributes on trial `number`, whatever its state (a finished trial's attributes
+    can still be written through the storage, which the Trial API does not allow)."""
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    try:
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # Finished trials take no attributes; trials.csv keeps the row. Not a reason to stop a search.
+        logging.getLogger("nas.search").warning("trial %d: finished in Optuna before its row was complete; %s kept in trials.csv only", number, ", ".join(attrs))
+
+
+def repair_journal(path: Path) -> bool:
+    """Cut a torn last line (a kill mid-append) off the journal; True when one was cut.
+
+    Optuna skips a torn last line when reading, but its next append would join it and leave a bad
+    line inside the file, which fails every later read.
+    """
+    try:
+        with open(path, "rb+") as handle:
+            data = handle.read()
+            if not data or data.endswith(b"\n"):
+                return False
+            handle.truncate(data.rfind(b"\n") + 1)
+            return True
+    except FileNotFoundError:
+        return False
+
+
+# ---- what the study records, for Optuna's own tools (optuna-dashboard, optuna.visualization) ------
+
+# The system attribute Optuna's samplers and optuna-dashboard both read a trial's constraint values
+# from: a list, one value per constraint, feasible when every value is <= 0. (Optuna 5's
+# ``Trial.set_constraint`` writes ``constraints:<name>`` keys, which optuna-dashboard 0.21 ignores.)
+CONSTRAINTS_ATTR = "constraints"
+
+
+def set_constraint_values(trial: optuna.Trial, values: Sequence[float]) -> None:
+    """Record `values` (one per constraint, in the study's ``constraints`` user attribute order) on a
+    running trial, where samplers and optuna-dashboard read them."""
+    trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_ATTR, [float(v) for v in values])
+
+
+def record_checkpoint(trial: optuna.Trial, step: int, value: float) -> None:
+    """Record a score reached at `step` as the trial's intermediate value at that step.
+
+    ``Trial.report`` refuses multi-objective studies; the storage call it makes does not. The first
+    value at a step is kept (a restarted trial reporting the step again changes nothing).
+    """
+    if step not in trial.storage.get_trial(trial._trial_id).intermediate_values:
+        trial.storage.set_trial_intermediate_value(trial._trial_id, step, float(value))
+
+
+def describe_study(study: optuna.Study, metric_names: Sequence[str], constraints: Sequence[str], notes: dict[str, Any]) -> None:
+    """Name the objectives and say, in study user attributes, what the trials' records mean."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable in practice since 3.2
+        study.set_metric_names(list(metric_names))
+    study.set_user_attr(CONSTRAINTS_ATTR, list(constraints))
+    for key, value in notes.items():
+        study.set_user_attr(key, value)

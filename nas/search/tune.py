@@ -19,6 +19,7 @@ never to TuneConfig; the Pareto front is computed here (``nas.search.pareto``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.arch import ArchConfig, ArchError
-from nas.errors import NasError
+from nas.errors import NasError, check_writable_folder
 from nas.search import study as optuna_study
 from nas.search.objectives import CheapScorer, Constraint, Objective, check_feasible, parse_constraints, parse_objectives
 from nas.search.run_dir import RunDir, TrialLog
@@ -50,14 +51,31 @@ log = logging.getLogger("nas.search")
 # Candidates screened one after another without one reaching Ray before the search gives up:
 # the sampler keeps proposing invalid, infeasible or already evaluated genomes.
 MAX_SCREENED_IN_A_ROW = 1000
-# Statuses a Ray trial ends with, and how Optuna hears of each.
+# How Optuna hears of each status. Only "ok" trials are COMPLETE, so Optuna's Pareto front (and
+# optuna-dashboard's, which ignores constraints) is pareto.json's: an infeasible candidate was never
+# trained and has no distillation score to tell; a duplicate's point is its first trial's.
 _OPTUNA_STATE = {
     "ok": "COMPLETE",
     "pruned": "PRUNED",
+    "infeasible": "PRUNED",  # cut before training; its constraint values say why
+    "invalid": "FAIL",
+    "duplicate": "FAIL",
     "diverged": "FAIL",
     "crashed": "FAIL",
     "failed": "FAIL",
     "lost": "FAIL",
+    "interrupted": "FAIL",
+}
+# What a search writes into its Optuna study besides the trials, for optuna-dashboard readers.
+_STUDY_NOTES = {
+    "trial_user_attrs": "the trial's row of trials.csv (status, reason, genome_id, scores, elapsed_s, step, restarts, tune_trial_id, node; the genome is its params); duplicate_of: the trial whose genome it repeats; retry_of: the interrupted trial it runs again",
+    "trial_states": (
+        "COMPLETE: status ok (evaluated in full; the only trials on the front). PRUNED: status pruned (stopped by ASHA; "
+        "Optuna copies its last intermediate value as its single value) or infeasible (broke a constraint, never trained, "
+        "no values). FAIL: invalid, duplicate, diverged, crashed, failed or lost"
+    ),
+    "constraint_values": "per trial, one per entry of `constraints`, relative to the limit: > 0 broken, <= 0 met",
+    "intermediate_values": "the distillation score at each distillation checkpoint; step = distillation step",
 }
 
 
@@ -84,7 +102,7 @@ _DRIVERS: dict[str, "_Driver"] = {}
 class _Driver:
     """Driver-side state of one search: the space, scorers, constraints and the trial log."""
 
-    def __init__(self, run: RunDir, settings: SearchSettings, space: Space, progress: bool) -> None:
+    def __init__(self, run: RunDir, settings: SearchSettings, space: Space, progress: bool, resume: bool = False) -> None:
         self.run = run
         self.settings = settings
         self.space = space
@@ -92,23 +110,57 @@ class _Driver:
         self.constraints = parse_constraints(settings.constraints)
         cheap = [o.name for o in self.objectives if not o.expensive] + [c.metric for c in self.constraints]
         self.scorer = CheapScorer(cheap, settings.seq_len)
+        if optuna_study.repair_journal(run.journal_path):
+            log.warning("%s: cut a torn last line (the driver was killed while writing it)", run.journal_path)
+        self.study = optuna_study.open_study(run.journal_path, [o.direction for o in self.objectives])
         self.log = TrialLog(run, self.objectives)
+        self._in_journal: dict[int, dict[str, Any]] = {}  # trial number -> the row's fields the journal holds
         self.in_flight: dict[str, int] = {}  # genome id -> Optuna trial number of its running Ray trial
+        self.unrecorded: dict[int, dict[str, Any]] = {}  # Ray trials that ended, waiting for Tune's callback
         # Why the searcher stopped proposing before `trials` Ray trials: the time budget ran out, or
         # the sampler kept proposing candidates not worth running. None while it proposes.
         self.stopped: str | None = None
         self.deadline = time.monotonic() + settings.time_budget_s if settings.time_budget_s else None
         self._last_flush = 0.0
-        done = sum(1 for r in self.log.records.values() if r.get("tune_trial_id"))
+        self.tune_dir = run.next_tune_dir()  # this session's Ray Tune experiment
+        if resume:
+            _rebuild_from_journal(self)
+        done = self.ray_rows()
         budget = f" (or {settings.time_budget_s / 60:g} min)" if settings.time_budget_s else ""
         self.bar = _progress_bar(settings.trials, progress, done=done, desc=f"trials{budget}")
+
+    def finish(self, number: int, restarts: int | None = None, error: str = "") -> None:
+        """Keep the row of Ray trial `number` (journal, then trials.csv), then tell Optuna."""
+        record = self.unrecorded.pop(number, None)
+        if record is None:
+            return
+        record["restarts"] = restarts
+        if record["status"] == "failed" and error:
+            record["reason"] = error
+        self.record(record, urgent=True)
+        _tell(self.study, self, number, record)
+
+    def ray_rows(self) -> int:
+        """Rows that a Ray trial produced (every session's)."""
+        return sum(1 for r in self.log.records.values() if r.get("tune_trial_id"))
+
+    def remember_journal(self, number: int, attrs: dict[str, Any]) -> None:
+        """Note a row's fields as the journal already holds them (nothing to write again)."""
+        self._in_journal[number] = copy.deepcopy({key: attrs.get(key) for key in optuna_study.RECORD_ATTRS})
 
     @property
     def expensive(self) -> list[Objective]:
         return [o for o in self.objectives if o.expensive]
 
     def record(self, record: dict[str, Any], urgent: bool) -> None:
-        """Keep a row; urgent rows (Ray trials) reach disk at once, screened ones within a second."""
+        """Keep a row: in the Optuna journal first (the record a resume rebuilds from), then in
+        trials.csv, at once for Ray trials, within a second for screened ones."""
+        fields = {key: record.get(key) for key in optuna_study.RECORD_ATTRS}
+        written = self._in_journal.get(record["trial"], {})
+        changed = {key: value for key, value in fields.items() if key not in written or written[key] != value}
+        if changed:
+            optuna_study.set_trial_attrs(self.study, record["trial"], changed)
+            self._in_journal[record["trial"]] = copy.deepcopy(fields)
         self.log.add(record, flush=False)
         now = time.monotonic()
         if urgent or now - self._last_flush > 1.0:
@@ -116,15 +168,8 @@ class _Driver:
             self._last_flush = now
 
     def values_for_optuna(self, scores: dict[str, Any]) -> list[float]:
-        """Objective values in order; an expensive score a screened candidate never got is its worst."""
-        return [float(scores[o.name]) if scores.get(o.name) is not None else _worst(o) for o in self.objectives]
-
-
-def _worst(objective: Objective) -> float:
-    # The distillation score is a cosine similarity, bounded below by -1 (nas.distill); an
-    # infeasible candidate told with the floor sits behind every feasible one anyway
-    # (constrained domination), the floor just keeps the value finite.
-    return -1.0 if objective.direction == "max" else float("inf")
+        """Objective values in order (only "ok" rows are told with values, and they have all)."""
+        return [float(scores[o.name]) for o in self.objectives]
 
 
 def _record(number: int, status: str, reason: str = "", arch: ArchConfig | None = None, scores: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
@@ -183,41 +228,40 @@ class ParetoOptunaSearch(OptunaSearch):
         try:
             arch = driver.space.genome(ot_trial.params)
         except ArchError as err:
-            driver.record(_record(number, "invalid", str(err)), urgent=False)
-            self._ot_study.tell(ot_trial, state=optuna_study.trial_state("FAIL"))
-            return None
+            return self._screened_out(driver, ot_trial, _record(number, "invalid", str(err)))
         scores = driver.scorer.scores(arch)
-        broken = []
-        for constraint in driver.constraints:
-            value = scores[constraint.metric]
-            ot_trial.set_constraint(constraint.source, constraint.violation(value))
-            if not constraint.holds(value):
-                broken.append(constraint.describe(value))
+        values = [scores[c.metric] for c in driver.constraints]
+        if driver.constraints:
+            optuna_study.set_constraint_values(ot_trial, [c.violation(v) for c, v in zip(driver.constraints, values)])
+        broken = [c.describe(v) for c, v in zip(driver.constraints, values) if not c.holds(v)]
         if broken:
-            driver.record(_record(number, "infeasible", "; ".join(broken), arch, scores), urgent=False)
-            self._ot_study.tell(ot_trial, driver.values_for_optuna(scores))
-            return None
+            return self._screened_out(driver, ot_trial, _record(number, "infeasible", "; ".join(broken), arch, scores))
         if arch.id in driver.in_flight:
             first = driver.in_flight[arch.id]
-            driver.record(_record(number, "duplicate", f"same genome as trial {first}, still running", arch, scores), urgent=False)
-            self._ot_study.tell(ot_trial, state=optuna_study.trial_state("FAIL"))
-            return None
+            record = _record(number, "duplicate", f"same genome as trial {first}, still running", arch, scores)
+            return self._screened_out(driver, ot_trial, record, duplicate_of=first)
         earlier = driver.log.evaluated().get(arch.id)
         if earlier is not None:
             reason = f"same genome as trial {earlier['trial']} ({earlier['status']})"
-            driver.record(_record(number, "duplicate", reason, arch, earlier["scores"] | scores), urgent=False)
-            state = _OPTUNA_STATE.get(earlier["status"], "FAIL")
-            if state == "COMPLETE":
-                self._ot_study.tell(ot_trial, driver.values_for_optuna(earlier["scores"]))
-            else:
-                self._ot_study.tell(ot_trial, state=optuna_study.trial_state(state))
-            return None
+            record = _record(number, "duplicate", reason, arch, earlier["scores"] | scores)
+            return self._screened_out(driver, ot_trial, record, duplicate_of=earlier["trial"])
         driver.in_flight[arch.id] = number
         return {"trial": number, "genome": arch.to_dict(), "genome_id": arch.id, "scores": scores}
 
+    def _screened_out(self, driver: _Driver, ot_trial: Any, record: dict[str, Any], **attrs: Any) -> None:
+        """Keep the row of a candidate that will not run and tell Optuna; None: nothing for Ray."""
+        driver.record(record, urgent=False)
+        if attrs:
+            optuna_study.set_trial_attrs(driver.study, ot_trial.number, attrs)
+        _tell(self._ot_study, driver, ot_trial, record)
+        return None
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        # Optuna takes no intermediate values for multi-objective studies; ASHA reads them instead.
-        return
+        # Each distillation checkpoint becomes an intermediate value of the Optuna trial (ASHA reads
+        # the same reports to stop trials early).
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None:
+            _record_checkpoint(ot_trial, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials:
@@ -231,23 +275,38 @@ class ParetoOptunaSearch(OptunaSearch):
             arch = driver.space.genome(ot_trial.params)
         except ArchError:  # cannot happen for a screened candidate; keep the row anyway
             arch = None
+        if result:  # the checkpoint ASHA stopped the trial at reaches here, not on_trial_result
+            _record_checkpoint(ot_trial, result)
         record = outcome_record(driver, ot_trial.number, trial_id, arch, result, error)
         driver.in_flight.pop(record["genome_id"], None)
-        driver.record(record, urgent=True)  # on disk before Optuna hears of it
-        _tell(self._ot_study, driver, ot_trial.number, record)
+        # The row is kept, then told to Optuna, by the callback (_Recorder) that Tune calls next: it
+        # adds what only Tune's Trial knows (restarts, the error message), and a row is written once.
+        driver.unrecorded[ot_trial.number] = record
 
     # OptunaSearch pickles its whole __dict__; the driver is found again by path, never pickled.
 
 
-def _tell(ot_study: Any, driver: _Driver, number: int, record: dict[str, Any]) -> None:
+def _record_checkpoint(ot_trial: Any, result: dict[str, Any]) -> None:
+    score, step = result.get("distill"), result.get("step")
+    if result.get("status") != "running" or not isinstance(score, float) or not step:
+        return
+    try:
+        optuna_study.record_checkpoint(ot_trial, int(step), score)
+    except RuntimeError as err:  # finished already (a resumed run re-reporting)
+        log.debug("trial %d: %s", ot_trial.number, err)
+
+
+def _tell(ot_study: Any, driver: _Driver, trial: Any, record: dict[str, Any]) -> None:
+    """Tell Optuna the outcome of `trial` (an Optuna Trial or its number) that its row says.
+    The row itself is in the journal already (``_Driver.record``)."""
     state = _OPTUNA_STATE.get(record["status"], "FAIL")
     try:
         if state == "COMPLETE":
-            ot_study.tell(number, driver.values_for_optuna(record["scores"]))
+            ot_study.tell(trial, driver.values_for_optuna(record["scores"]))
         else:
-            ot_study.tell(number, state=optuna_study.trial_state(state))
-    except (RuntimeError, ValueError) as err:  # told already (a resumed run re-reporting a finished trial)
-        log.debug("trial %d: %s", number, err)
+            ot_study.tell(trial, state=optuna_study.trial_state(state))
+    except (RuntimeError, ValueError) as err:  # told already
+        log.debug("trial %d: %s", record["trial"], err)
 
 
 def outcome_record(driver: _Driver, number: int, tune_trial_id: str, arch: ArchConfig | None, result: dict | None, error: bool) -> dict[str, Any]:
@@ -255,13 +314,13 @@ def outcome_record(driver: _Driver, number: int, tune_trial_id: str, arch: ArchC
     result = result or {}
     # Cheap scores again from the genome (milliseconds): a trial that died reported none.
     scores: dict[str, Any] = driver.scorer.scores(arch) if arch is not None else {}
-    for name in [o.name for o in driver.expensive] + ["distill_heldout_loss", "tokens_seen"]:
+    for name in [o.name for o in driver.expensive] + ["distill_baseline", "distill_heldout_loss", "tokens_seen"]:
         scores[name] = result.get(name)
     extra = {
         "elapsed_s": result.get("elapsed_s"),
         "step": result.get("step"),
         "tune_trial_id": tune_trial_id,
-        "node": result.get("hostname", ""),
+        "node": result.get("node", ""),
     }
     if error:
         return _record(number, "failed", "the Ray trial errored more often than max_failures allows", arch, scores, **extra)
@@ -291,15 +350,10 @@ def evaluate_candidate(config: dict[str, Any], setup: dict[str, Any]) -> None:
 
     cpus = setup["cpus_per_trial"]
     torch.set_num_threads(cpus)  # the CPUs Ray reserved for this trial, no more
-    trial_id = tune.get_context().get_trial_id()
-    finished = setup["finished"].get(trial_id)
-    if finished is not None:
-        # A resumed search: this trial finished before the driver stopped, after Tune's last
-        # snapshot. Its recorded outcome is reported again instead of running it again.
-        tune.report(finished)
-        return
     started = time.perf_counter()
-    base: dict[str, Any] = dict(config["scores"]) | {"trial": config["trial"], "genome_id": config["genome_id"], "status": "running", "reason": ""}
+    base: dict[str, Any] = dict(config["scores"]) | {
+        "trial": config["trial"], "genome_id": config["genome_id"], "status": "running", "reason": "", "node": node_label(),
+    }
     if "distill" in setup["objectives"]:
         base["step"] = 0  # ASHA's clock
     final: dict[str, Any] = {"status": "ok"}
@@ -319,6 +373,13 @@ def evaluate_candidate(config: dict[str, Any], setup: dict[str, Any]) -> None:
         tune.report(base | final)
 
 
+def node_label() -> str:
+    """The Ray node this process runs on, as ``IP/NODE_ID``: two nodes on one host share a hostname
+    and an IP, never a node id (``ray list nodes`` shows the same ids)."""
+    context = ray.get_runtime_context()
+    return f"{ray.util.get_node_ip_address()}/{context.get_node_id()}"
+
+
 def _distill(arch: ArchConfig, setup: dict[str, Any], base: dict[str, Any], started: float):
     from nas.distill import distill
 
@@ -335,10 +396,24 @@ def _distill(arch: ArchConfig, setup: dict[str, Any], base: dict[str, Any], star
     final: dict[str, Any] = {"status": "ok" if result.status == "ok" else "diverged" if result.status == "diverged" else "crashed", "reason": result.reason or ""}
     if result.status == "ok":
         final["distill"] = float(result.score)
+        baseline = _constant_embedding_score(config, result)
+        if baseline is not None:
+            final["distill_baseline"] = float(baseline)
     checkpoint = None
     if result.status == "ok" and setup["keep_students"] and result.student is not None:
         checkpoint = _StudentCheckpoint(result)
     return final, checkpoint
+
+
+def _constant_embedding_score(config, result) -> float | None:
+    """What a student with one embedding for every input scores, on the search's scale: the floor
+    the report draws under the distillation axis."""
+    if config.score != "probe":
+        return result.baseline_score  # the cosine's, computed by the run
+    from nas.distill.quality import probe_baseline
+    from nas.distill.teacher import load_teacher
+
+    return probe_baseline(load_teacher(config.teacher, config.resolved_cache_dir).tokenizer)  # cached teacher
 
 
 class _StudentCheckpoint:
@@ -380,23 +455,14 @@ class _Recorder(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         driver = _DRIVERS[self._run_root]
-        record = driver.log.records.get(trial.config.get("trial"))
-        if record is not None and record.get("tune_trial_id") == trial.trial_id:
-            record["restarts"] = trial.num_failures
+        driver.finish(trial.config.get("trial"), restarts=trial.num_failures)
         _keep_student(driver, trial)
         driver.log.flush()
         _advance(driver)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         driver = _DRIVERS[self._run_root]
-        number = trial.config.get("trial")
-        record = driver.log.records.get(number)
-        if record is not None and record["status"] == "failed":
-            message = _error_line(trial)
-            if message:
-                record["reason"] = message
-            record["restarts"] = trial.num_failures
-            driver.record(record, urgent=True)
+        driver.finish(trial.config.get("trial"), restarts=trial.num_failures, error=_error_line(trial))
         _advance(driver)
 
 
@@ -468,10 +534,6 @@ def prepare(settings: SearchSettings, space: Space) -> tuple[list[Objective], li
     cheap = [o.name for o in objectives if not o.expensive] + [c.metric for c in constraints]
     scorer = CheapScorer(cheap, settings.seq_len)
     if any(o.expensive for o in objectives):
-        try:
-            import nas.distill  # noqa: F401
-        except ImportError:
-            raise NasError("objective distill: the distillation scorer (nas.distill) is not installed in this checkout; use params, flops or latency_ms@PROFILE meanwhile") from None
         settings.distill_config()  # a bad field fails here, not in every trial
     check_feasible(space, constraints, scorer, seed=settings.seed)
     return objectives, constraints, scorer
@@ -542,10 +604,14 @@ def run_search(
             if run.in_use():
                 raise NasError(f"{run.root}: in use by another search; pick another --name")
             raise NasError(f"{run.root}: a search already ran here; continue it with --resume {run.name} or pick another --name")
+        if run.root.is_dir() and any(run.root.iterdir()):
+            raise NasError(f"--name {run.root}: a folder with files that is not a search run; pick another --name (nothing was written)")
         space = load_space(settings.space)
+    check_writable_folder(run.root, "--resume" if resume else "--name")
     objectives, _, _ = prepare(settings, space)
     if address or os.environ.get("RAY_ADDRESS"):
         check_address(address or os.environ["RAY_ADDRESS"])
+    created = not run.root.exists()
     run.acquire()
     started_ray = False
     driver: _Driver | None = None
@@ -562,18 +628,22 @@ def run_search(
             atomic_write_text(run.space_path, Path(space.path).read_text())
             atomic_write_json(run.settings_path, settings.to_dict())
         optuna_study.quiet_optuna()
-        driver = _Driver(run, settings, space, progress)
+        driver = _Driver(run, settings, space, progress, resume=resume)
         _DRIVERS[str(run.root)] = driver
-        if resume:
-            _recover_screened_rows(driver)
         started = time.perf_counter()
-        tuner = _restore_tuner(driver) if resume else _new_tuner(driver)
+        # A resumed search is a fresh Tune experiment for the Ray trials still to run; what ran
+        # before is in the journal and trials.csv (never Tune's snapshot, which lags behind).
+        remaining = settings.trials - driver.ray_rows()
+        tuner = _new_tuner(driver, num_samples=remaining) if remaining > 0 else None
+        _describe_study(driver)
         if tuner is not None:
             tuner.fit()
         wall = time.perf_counter() - started
-        # Tune returns normally after Ctrl-C (its snapshot still lists the running trials, which a
-        # resume restarts); the search is complete when every Ray trial it was to run has a row.
-        ray_rows = sum(1 for r in driver.log.records.values() if r.get("tune_trial_id"))
+        # Tune returns normally after Ctrl-C (a resume proposes the trials it stopped again); the
+        # search is complete when every Ray trial it was to run has a row.
+        for number in sorted(driver.unrecorded):  # rows whose Tune callback never came (Ctrl-C)
+            driver.finish(number)
+        ray_rows = driver.ray_rows()
         interrupted = ray_rows < settings.trials and driver.stopped is None
         if not interrupted:
             _settle_orphans(driver)
@@ -588,6 +658,16 @@ def run_search(
         if started_ray:
             ray.shutdown()  # stops the local Ray we started, or leaves the cluster; never `ray stop`
         run.release()
+        if created and not run.settings_path.exists():  # refused before it began: leave nothing behind
+            shutil.rmtree(run.root, ignore_errors=True)
+
+
+def _describe_study(driver: _Driver) -> None:
+    """Metric names, constraint names and what the records mean, on the study (the searcher created it)."""
+    from nas.search.run_dir import STATUSES
+
+    notes = _STUDY_NOTES | {"statuses": STATUSES, "run": str(driver.run.root)}
+    optuna_study.describe_study(driver.study, [o.name for o in driver.objectives], [c.source for c in driver.constraints], notes)
 
 
 def _check_cpus(settings: SearchSettings) -> None:
@@ -599,29 +679,15 @@ def _check_cpus(settings: SearchSettings) -> None:
 
 def _trainable(driver: _Driver):
     settings = driver.settings
-    finished = {
-        r["tune_trial_id"]: _as_result(r)
-        for r in driver.log.records.values()
-        if r.get("tune_trial_id") and r["status"] in ("ok", "diverged", "crashed")
-    }
     setup = {
         "objectives": [o.name for o in driver.objectives],
         "cpus_per_trial": settings.cpus_per_trial,
         "settings": settings.to_dict(),
         "keep_students": settings.keep_students,
         "hold_s": settings.hold_s,
-        "finished": finished,
     }
     trainable = tune.with_parameters(evaluate_candidate, setup=setup)
     return tune.with_resources(trainable, {"cpu": settings.cpus_per_trial})
-
-
-def _as_result(record: dict[str, Any]) -> dict[str, Any]:
-    result = dict(record["scores"]) | {
-        "trial": record["trial"], "genome_id": record["genome_id"],
-        "status": record["status"], "reason": record["reason"], "elapsed_s": record["elapsed_s"], "step": record["step"],
-    }
-    return {k: v for k, v in result.items() if v is not None}
 
 
 def _concurrency(settings: SearchSettings) -> int:
@@ -678,8 +744,8 @@ def _trial_dirname(trial: Trial) -> str:
 
 def _run_config(driver: _Driver) -> tune.RunConfig:
     return tune.RunConfig(
-        name=driver.run.tune_dir.name,
-        storage_path=str(driver.run.root),
+        name=driver.tune_dir.name,
+        storage_path=str(driver.tune_dir.parent),
         failure_config=tune.FailureConfig(max_failures=driver.settings.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=[_Recorder(str(driver.run.root))],
@@ -687,49 +753,70 @@ def _run_config(driver: _Driver) -> tune.RunConfig:
     )
 
 
-def _restore_tuner(driver: _Driver) -> tune.Tuner | None:
-    if not tune.Tuner.can_restore(str(driver.run.tune_dir)):
-        # Killed before Tune's first snapshot: nothing of Tune's to restore. The Optuna journal
-        # and trials.csv carry on; Tune starts a fresh experiment for the trials still to run.
-        log.warning("%s: no Ray Tune snapshot to restore; continuing with a fresh Tune experiment", driver.run.root)
-        shutil.rmtree(driver.run.tune_dir, ignore_errors=True)
-        remaining = driver.settings.trials - sum(1 for r in driver.log.records.values() if r.get("tune_trial_id"))
-        return _new_tuner(driver, num_samples=remaining) if remaining > 0 else None
-    return tune.Tuner.restore(str(driver.run.tune_dir), trainable=_trainable(driver), resume_errored=True)
-
-
-def _recover_screened_rows(driver: _Driver) -> None:
-    """Rows for Optuna trials that finished but missed trials.csv (a kill within a second of
-    screening them): rebuilt from the journal, their cheap scores computed again."""
-    study = optuna_study.load_study(driver.run.journal_path)
+def _rebuild_from_journal(driver: _Driver) -> None:
+    """Before a resumed session: every trial's row from the Optuna journal (the record; a torn or
+    stale trials.csv is repaired from it), and the trials that were running when the search stopped
+    told FAIL, with their genomes queued to be proposed again. A finished trial never runs again."""
+    study = driver.study
     for frozen in study.get_trials(deepcopy=False):
-        if frozen.number in driver.log.records or not frozen.state.is_finished():
+        if "status" in frozen.user_attrs:
+            driver.log.add(_record_from_journal(driver, frozen), flush=False)
+            driver.remember_journal(frozen.number, frozen.user_attrs)
+        elif frozen.number not in driver.log.records and frozen.state.is_finished():
+            _recover_screened_row(driver, frozen)
+    for frozen in study.get_trials(deepcopy=False, states=[optuna_study.trial_state("RUNNING")]):
+        record = driver.log.records.get(frozen.number)
+        if record is not None and record["status"] != "interrupted":  # finished; Optuna not told yet
+            _tell(study, driver, frozen.number, record)
             continue
-        try:
-            arch = driver.space.genome(frozen.params)
-        except ArchError as err:
-            driver.record(_record(frozen.number, "invalid", str(err)), urgent=False)
-            continue
-        scores = driver.scorer.scores(arch)
-        broken = [c.describe(scores[c.metric]) for c in driver.constraints if not c.holds(scores[c.metric])]
-        if broken:
-            driver.record(_record(frozen.number, "infeasible", "; ".join(broken), arch, scores), urgent=False)
-        else:
-            driver.record(_record(frozen.number, "duplicate", "same genome as an earlier trial (rebuilt from the journal)", arch, scores), urgent=False)
+        arch = _genome_or_none(driver, frozen.params)
+        reason = "running when the search stopped; its genome is proposed again" if arch else "proposed when the search stopped"
+        driver.record(_record(frozen.number, "interrupted", reason, arch, driver.scorer.scores(arch) if arch else None), urgent=False)
+        study.tell(frozen.number, state=optuna_study.trial_state("FAIL"))
+        if arch is not None:
+            study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number})
     driver.log.flush()
+
+
+def _genome_or_none(driver: _Driver, params: dict[str, Any]) -> ArchConfig | None:
+    try:
+        return driver.space.genome(params)
+    except ArchError:
+        return None
+
+
+def _record_from_journal(driver: _Driver, frozen: Any) -> dict[str, Any]:
+    attrs = frozen.user_attrs
+    arch = _genome_or_none(driver, frozen.params) if attrs["status"] != "invalid" else None
+    record = _record(frozen.number, attrs["status"], attrs.get("reason") or "", arch, attrs.get("scores"))
+    for key in ("genome_id", "elapsed_s", "step", "restarts", "tune_trial_id", "node"):
+        record[key] = attrs.get(key) if attrs.get(key) is not None else record[key]
+    return record
+
+
+def _recover_screened_row(driver: _Driver, frozen: Any) -> None:
+    """A finished Optuna trial without a row or journal attributes (a run from before the journal
+    kept rows): a screened candidate, rebuilt with its cheap scores computed again."""
+    try:
+        arch = driver.space.genome(frozen.params)
+    except ArchError as err:
+        driver.record(_record(frozen.number, "invalid", str(err)), urgent=False)
+        return
+    scores = driver.scorer.scores(arch)
+    broken = [c.describe(scores[c.metric]) for c in driver.constraints if not c.holds(scores[c.metric])]
+    if broken:
+        driver.record(_record(frozen.number, "infeasible", "; ".join(broken), arch, scores), urgent=False)
+    else:
+        driver.record(_record(frozen.number, "duplicate", "same genome as an earlier trial (rebuilt from the journal)", arch, scores), urgent=False)
 
 
 def _settle_orphans(driver: _Driver) -> None:
     """After the last trial: Optuna trials still RUNNING were proposed but never ran (the driver
     stopped first) or ran without Optuna hearing of it; each gets its row and a final state."""
-    study = optuna_study.load_study(driver.run.journal_path)
+    study = driver.study
     for frozen in study.get_trials(deepcopy=False, states=[optuna_study.trial_state("RUNNING")]):
         record = driver.log.records.get(frozen.number)
         if record is None:
-            try:
-                arch = driver.space.genome(frozen.params)
-            except ArchError:
-                arch = None
-            record = _record(frozen.number, "lost", "proposed just before the driver stopped; never ran", arch)
+            record = _record(frozen.number, "lost", "proposed just before the driver stopped; never ran", _genome_or_none(driver, frozen.params))
             driver.record(record, urgent=False)
         _tell(study, driver, frozen.number, record)
