@@ -4,6 +4,7 @@ two baselines, plus the clock check, the prediction cost and the phone profiles'
     .venv/bin/python bench/latency.py                      # profile (if missing), 100 held-out, report
     .venv/bin/python bench/latency.py --heldout 120 --seed 7
     .venv/bin/python bench/latency.py --write-profiles     # also rewrite predictors/profiles/*.json
+    .venv/bin/python bench/latency.py transfer             # issue 13: N measurements for a new device (seconds)
 
 It takes about an hour on the shared 2-vCPU VM (most of it exporting 200 genomes to ONNX); the
 measurement files it leaves in runs/latency/ make a rerun take a minute.
@@ -283,6 +284,11 @@ def _relative(path: str) -> str:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["transfer"]:  # the transfer study (issue 13), from bench/results/transfer_measurements.csv
+        sys.path.insert(0, str(ROOT / "bench"))
+        from transfer_table import main as transfer_main
+
+        return transfer_main(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-genomes", type=int, default=100)
     parser.add_argument("--heldout", type=int, default=100)

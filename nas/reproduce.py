@@ -111,9 +111,13 @@ def reproduce_table(names: list[str], seq_len: int = 128, distill_config=None) -
             fitted_on = ", ".join(p["name"] for p in prov.get("fitted_on", []))
             loo = prov.get("leave_one_out_mape")
             loo_text = "undefined" if loo is None else f"{loo:.1%}"
+            expected = prov.get("expected_error")
+            expected_text = "" if not expected else (
+                f" Expected on other genomes with this method and N (bench/latency.py transfer, host settings as new "
+                f"devices): MAPE {expected['mape_median']:.0%} ({expected['mape_range'][0]:.0%}-{expected['mape_range'][1]:.0%}).")
             lines.append(
                 f"{profile}: fitted on these published figures ({fitted_on}) with {prov.get('free_parameters', '?')} "
-                f"free parameters, so the diff above is a fit error; leave-one-out MAPE {loo_text}."
+                f"free parameters, so the diff above is a fit error; leave-one-out MAPE {loo_text}.{expected_text}"
             )
     if distill_config is not None:
         what = ("accuracy of a linear probe of the student's features on the embedded WordNet supersense task"

@@ -5,7 +5,8 @@ after the model's folder, which is how ``nas latency ingest`` knows which genome
 
     BUNDLE/
       manifest.json                       what is in the bundle: genomes, kernels, features, settings
-      models/ID/model.onnx                one genome (ID = genome id) or kernel (ID = kernel name)
+      models/ID/model.onnx                one genome (ID = genome id) or kernel (ID = kernel name),
+                                          fp32 or int8 (ONNX Runtime dynamic quantization) as the manifest says
       models/ID/test_data_set_0/input_N.pb  fixed inputs (token ids 1..99), for older perf_test builds
       run_onnxruntime_perf_test.sh        runs every model on the phone, one result file per model
       README.txt                          the steps, short
@@ -67,11 +68,25 @@ def export_bundle(
     runs: int = 50,
     names: dict[str, str] | None = None,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> Path:
-    """Write a bundle to `out` (which must not exist). `names` maps genome ids to reference names."""
+    """Write a bundle to `out` (which must not exist). `names` maps genome ids to reference names;
+    `precision` fp32 or int8 (every model dynamically quantized with ONNX Runtime)."""
     from nas.onnx import export_onnx
     from predictors.harness import progress_bar
     from predictors.microbench import kernel_module
+    from predictors.quantize import check_precision, quantize_int8
+
+    check_precision("onnxruntime", precision)
+
+    def write_model(export, path: Path) -> None:
+        if precision == "fp32":
+            export(path)
+            return
+        fp32 = path.with_name("fp32.onnx")
+        export(fp32)
+        quantize_int8(fp32, path)
+        fp32.unlink()
 
     out = Path(out)
     if out.exists():
@@ -85,7 +100,7 @@ def export_bundle(
         bar = progress_bar(total=len(archs) + len(kernels), desc="exporting", enabled=progress)
         for arch in archs:
             folder = tmp / "models" / arch.id
-            export_onnx(arch, folder / "model.onnx", seq_len=seq_len)
+            write_model(lambda p: export_onnx(arch, p, seq_len=seq_len), folder / "model.onnx")
             write_test_data(folder, genome_inputs(seq_len))
             cost = count(arch, seq_len)
             models.append({"id": arch.id, "kind": "genome", "path": f"models/{arch.id}/model.onnx",
@@ -94,7 +109,7 @@ def export_bundle(
         kernel_entries: list[dict] = []
         for kernel in kernels:
             folder = tmp / "models" / kernel.name
-            export_kernel(kernel, folder / "model.onnx")
+            write_model(lambda p: export_kernel(kernel, p), folder / "model.onnx")
             _, inputs = kernel_module(kernel)
             write_test_data(folder, {k: v.numpy() for k, v in inputs.items()})
             kernel_entries.append({"id": kernel.name, "kind": kernel.kind, "shape": kernel.params,
@@ -107,6 +122,7 @@ def export_bundle(
             "created": now_iso(),
             "seq_len": seq_len,
             "batch": 1,
+            "precision": precision,
             "suggested_threads": threads,
             "inputs": {"input_ids": "int64 (1, seq_len), ids 1..99", "attention_mask": "int64 ones", "token_type_ids": "int64 zeros"},
             "models": models,
@@ -117,7 +133,7 @@ def export_bundle(
         script = tmp / "run_onnxruntime_perf_test.sh"
         script.write_text(_RUN_SCRIPT.format(threads=threads, runs=runs))
         os.chmod(script, 0o755)
-        (tmp / "README.txt").write_text(_README.format(seq_len=seq_len, n_genomes=len(archs), n_kernels=len(kernels)))
+        (tmp / "README.txt").write_text(_README.format(seq_len=seq_len, n_genomes=len(archs), n_kernels=len(kernels), precision=precision))
         os.chmod(tmp, 0o755)
         os.replace(tmp, out)
     finally:
@@ -128,7 +144,7 @@ def export_bundle(
 
 def load_manifest(path: str | Path) -> dict:
     """A bundle manifest (the file, or the bundle folder holding it), checked."""
-    from predictors.data import _genome, read_json
+    from predictors.data import _genome, read_json, read_precision
 
     path = Path(path)
     if path.is_dir():
@@ -141,6 +157,7 @@ def load_manifest(path: str | Path) -> dict:
     if not isinstance(data.get("seq_len"), int) or not isinstance(data.get("genomes"), dict):
         raise NasError(f"{path}: manifest needs 'seq_len' and 'genomes'")
     data["genomes"] = {gid: _genome(g, f"{path}: genomes.{gid}", expected_id=gid) for gid, g in data["genomes"].items()}
+    data["precision"] = read_precision(data, str(path))
     data["path"] = str(path)
     return data
 
@@ -175,13 +192,15 @@ done
 echo "done: copy the results/ folder back and run 'nas latency ingest'"
 """
 
-_README = """nas latency benchmark bundle: {n_genomes} genomes and {n_kernels} kernels, batch 1, seq len {seq_len}.
+_README = """nas latency benchmark bundle: {n_genomes} genomes and {n_kernels} kernels, {precision}, batch 1, seq len {seq_len}.
 
 1. Copy this folder and an onnxruntime_perf_test binary built for the phone to /data/local/tmp/.
 2. adb shell, cd to the folder, run: PERF_TEST=/data/local/tmp/onnxruntime_perf_test sh run_onnxruntime_perf_test.sh
 3. adb pull the results/ folder, then on your computer:
    nas latency ingest results/ --manifest manifest.json --device MY_PHONE --runtime onnxruntime --threads 4
-For TFLite: convert each models/ID/model.onnx to models/ID/ID.tflite, run benchmark_model
+   (the precision, {precision}, is read from the manifest and becomes part of the device's identity)
+For TFLite: convert each models/ID/model.onnx of an fp32 bundle to models/ID/ID.tflite (for int8, with
+the TFLite converter's own quantization; nas installs no TFLite converter), run benchmark_model
 --graph=ID.tflite --num_threads=4 > results/ID.txt for each, and ingest the same way.
 See docs/latency.md of the nas repository for the whole walk-through.
 """

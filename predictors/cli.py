@@ -70,6 +70,9 @@ def register(subparsers) -> None:
     p.add_argument("--anchors", type=int, default=10,
                    help="training genomes re-measured among the held-out ones to tell machine drift from error (default 10)")
     p.add_argument("--anchors-file", help="with --heldout: training genomes re-measured in the held-out session")
+    p.add_argument("--write-corrected", metavar="PATH",
+                   help="also write the predictor with its prices multiplied by the measured drift (needs anchors)")
+    p.add_argument("--force", action="store_true", help="replace --write-corrected if it exists")
     _protocol_args(p)
     p.add_argument("--out-dir", help="folder for evaluation.json/.md, the plot and held-out measurements "
                    "(default runs/latency/eval-DEVICE-TIME)")
@@ -97,6 +100,8 @@ def register(subparsers) -> None:
     p.add_argument("--seq-len", type=_positive_int, default=128)
     p.add_argument("--threads", type=_positive_int, default=4, help="threads the run script uses (default 4)")
     p.add_argument("--runs", type=_positive_int, default=50, help="timed runs per model in the run script (default 50)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
+                   help="fp32 (default) or int8: every model dynamically quantized with ONNX Runtime (TFLite: see docs)")
     p.add_argument("--out", required=True, help="bundle folder to create (must not exist)")
     p.set_defaults(func=_export_bench)
 
@@ -107,11 +112,18 @@ def register(subparsers) -> None:
     p.add_argument("--device", required=True, help="name for the device (e.g. pixel7)")
     p.add_argument("--runtime", required=True, help="what ran the models (onnxruntime, tflite, pytorch-mobile, ...)")
     p.add_argument("--threads", type=_positive_int, required=True)
+    p.add_argument("--precision", choices=("fp32", "int8", "bf16"),
+                   help="precision the models ran at, part of the device's identity (default: the manifest's, else fp32)")
     p.add_argument("--seq-len", type=_positive_int, help="sequence length (default: the manifest's, else 128)")
-    p.add_argument("--base", help="predictor to calibrate when too few genomes for a full fit (e.g. runs/latency/host.json)")
-    p.add_argument("--groups", default="compute,norm_act,memory_overhead",
-                   help="feature groups that get one scale each when calibrating (default compute,norm_act,memory_overhead)")
-    p.add_argument("--min-genomes", type=_positive_int, default=30, help="genomes needed for a full fit (default 30)")
+    p.add_argument("--base", help="predictor to transfer from (e.g. runs/latency/host.json); needed below --min-genomes")
+    p.add_argument("--method", default="auto", choices=("auto", "global", "groups", "prior", "scratch"),
+                   help="how to get the device's prices: auto (with --base, the method the transfer study "
+                        "(bench/latency.py transfer) found best at this many genomes; without, a fit from scratch), "
+                        "global / groups (scales on the base), prior (every price refitted towards the base), scratch")
+    p.add_argument("--groups", help="feature groups that get one scale each with --method groups "
+                                    "(default compute,norm_act,memory_overhead; giving it implies --method groups)")
+    p.add_argument("--min-genomes", type=_positive_int, default=30,
+                   help="genomes needed for a fit from scratch without --base (default 30)")
     p.add_argument("--description", default="", help="free text about the device (model, OS, governor)")
     _out_args(p, required=False)
     p.set_defaults(func=_ingest)
@@ -129,6 +141,8 @@ def _genome_args(p: argparse.ArgumentParser) -> None:
 
 def _setting_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "torch"))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "bf16"),
+                   help="fp32 (default), int8 (ONNX Runtime dynamic quantization) or bf16 (torch autocast)")
     p.add_argument("--threads", type=_positive_int, default=1)
     p.add_argument("--seq-len", type=_positive_int, default=128)
     p.add_argument("--clock", default="auto", choices=("auto", "cpu", "wall"),
@@ -221,10 +235,10 @@ def _measure(args) -> int:
     meta = _conditions(args, clock, protocol)
     meta["source"] = f"nas latency measure, {len(archs)} genomes"
     results = measure_genomes(archs, runtime=args.runtime, threads=args.threads, seq_len=args.seq_len,
-                              protocol=protocol, clock=clock, cache_dir=args.cache, seed=args.seed)
+                              protocol=protocol, clock=clock, cache_dir=args.cache, seed=args.seed, precision=args.precision)
     meta["finished_at"], meta["load_average_end"] = _now(), load_average()
     data = MeasurementSet(args.device, args.runtime, args.threads, args.seq_len,
-                          [m.to_dict() for m in results], {a.id: a for a in archs}, [], meta)
+                          [m.to_dict() for m in results], {a.id: a for a in archs}, [], meta, precision=args.precision)
     data.save(out)
     print(f"{'genome':<14} {'latency_ms':>11} {'spread':>7}  status")
     refused = 0
@@ -248,9 +262,10 @@ def _microbench(args) -> int:
     kernels = shuffled(select_kernels(load_space(args.space), args.seq_len, args.sample, args.per_kind, args.seed), args.seed)
     meta = _conditions(args, clock, protocol)
     meta["source"] = f"nas latency microbench, {len(kernels)} kernels from space {args.space}"
-    records = run_microbenchmarks(kernels, runtime=args.runtime, threads=args.threads, protocol=protocol, clock=clock)
+    records = run_microbenchmarks(kernels, runtime=args.runtime, threads=args.threads, protocol=protocol, clock=clock,
+                                  precision=args.precision)
     meta["finished_at"], meta["load_average_end"] = _now(), load_average()
-    MeasurementSet(args.device, args.runtime, args.threads, args.seq_len, [], {}, records, meta).save(out)
+    MeasurementSet(args.device, args.runtime, args.threads, args.seq_len, [], {}, records, meta, precision=args.precision).save(out)
     trusted = sum(r["trusted"] for r in records)
     print(f"{'kernel':<44} {'latency_ms':>11} {'spread':>7}")
     for r in sorted(records, key=lambda r: r["name"]):
@@ -266,10 +281,11 @@ def merge_sets(paths: list[str]):
     sets = [MeasurementSet.load(p) for p in paths]
     first = sets[0]
     for other in sets[1:]:
-        for key in ("device", "runtime", "threads", "seq_len"):
+        for key in ("device", "runtime", "precision", "threads", "seq_len"):
             if getattr(other, key) != getattr(first, key):
                 raise NasError(f"{other.path}: {key} {getattr(other, key)!r} differs from {first.path}'s {getattr(first, key)!r}; fit one setting at a time")
-    merged = MeasurementSet(first.device, first.runtime, first.threads, first.seq_len, meta=dict(first.meta), path=", ".join(paths))
+    merged = MeasurementSet(first.device, first.runtime, first.threads, first.seq_len, meta=dict(first.meta), path=", ".join(paths),
+                            precision=first.precision)
     for s in sets:
         merged.records.extend(s.records)
         merged.genomes.update(s.genomes)
@@ -281,6 +297,7 @@ def fit_predictor(data, use_kernels: bool = True, kernel_weight: float = 0.3, so
     """Fit the structural predictor on a measurement set; provenance records data, method and errors."""
     import numpy as np
 
+    from predictors.evaluate import anchor_records
     from predictors.fit import cross_validate, fit_structural, predict_rows, rows_from_set, scores
     from predictors.harness import library_versions
     from predictors.predictor import Predictor
@@ -314,12 +331,15 @@ def fit_predictor(data, use_kernels: bool = True, kernel_weight: float = 0.3, so
         "kernel_weight": kernel_weight if trusted_kernels else None,
         "train_scores": train_scores,
         "cross_validation_5fold": cv_scores,
+        # re-measured by `nas latency evaluate` to tell the machine's drift from prediction error
+        "anchors": anchor_records(data, 10),
         "fitted_with": library_versions(),
         "fitted_at": _now(),
         "latency_range_ms": [float(np.min(rows.y[e2e])), float(np.max(rows.y[e2e]))],
     }
     description = meta.get("description", {})
-    return Predictor(data.device, data.runtime, data.threads, data.seq_len, coefficients, description, provenance)
+    return Predictor(data.device, data.runtime, data.threads, data.seq_len, coefficients, description, provenance,
+                     precision=data.precision)
 
 
 def _fit(args) -> int:
@@ -335,7 +355,7 @@ def _fit(args) -> int:
 def _print_fit(predictor, out: Path) -> None:
     prov = predictor.provenance
     tr, cv = prov["train_scores"], prov.get("cross_validation_5fold")
-    print(f"fitted {predictor.device} ({predictor.runtime}, {predictor.threads} thread(s), seq {predictor.seq_len}) on "
+    print(f"fitted {predictor.device} ({predictor.runtime} {predictor.precision}, {predictor.threads} thread(s), seq {predictor.seq_len}) on "
           f"{prov['fitted_on']['genomes']} genomes and {prov['fitted_on']['kernels']} kernels")
     print(f"  training: MAPE {tr['mape']:.1%}, within 10 % {tr['within_10']:.0%}, Kendall tau {tr['kendall_tau']:.3f}")
     if cv:
@@ -372,8 +392,8 @@ def _predict(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from predictors.data import MeasurementSet
-    from predictors.evaluate import evaluate, format_table, save_report
+    from predictors.data import MeasurementSet, check_writable
+    from predictors.evaluate import anchor_set, drift_corrected, evaluate, format_table, save_report
     from predictors.predictor import USER_PROFILES_DIR, load
 
     predictor = load(args.device)
@@ -382,20 +402,29 @@ def _evaluate(args) -> int:
     if args.train:
         train = MeasurementSet.load(args.train)
     else:
-        sources = (predictor.provenance.get("fitted_on") or {}).get("measurements") or []
+        fitted_on = predictor.provenance.get("fitted_on")  # a phone profile lists its published points instead
+        sources = (fitted_on.get("measurements") or []) if isinstance(fitted_on, dict) else []
         existing = [s for s in sources if isinstance(s, str) and Path(s).is_file()]
         if existing:
             train = merge_sets(existing)
     anchors = MeasurementSet.load(args.anchors_file) if args.anchors_file else None
+    anchors_then = anchor_set(predictor)  # the anchors the predictor file carries, when its training file is gone
+    corrected_out = check_writable(args.write_corrected, args.force) if args.write_corrected else None
     if args.heldout:
         heldout = MeasurementSet.load(args.heldout)
     else:
-        heldout, measured_anchors = _measure_heldout(args, predictor, train, out_dir)
+        heldout, measured_anchors = _measure_heldout(args, predictor, train or anchors_then, out_dir)
         anchors = anchors or measured_anchors
-    report = evaluate(predictor, heldout, train, mlp_steps=args.mlp_steps, anchors=anchors)
+    report = evaluate(predictor, heldout, train, mlp_steps=args.mlp_steps, anchors=anchors, anchors_then=anchors_then)
     paths = save_report(report, out_dir)
     sys.stdout.write(format_table(report))
     print(f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")
+    if corrected_out is not None:
+        if "drift" not in report:
+            raise NasError(f"--write-corrected: no drift measured (predictor {predictor.name} carries no anchors and no "
+                           "training measurements were found); pass --train, or measure anchors with --anchors N")
+        drift_corrected(predictor, report["drift"]).save(corrected_out)
+        print(f"wrote {corrected_out}: every price x{report['drift']['factor']:.3f}")
     return 0
 
 
@@ -405,6 +434,7 @@ def _measure_heldout(args, predictor, train, out_dir: Path):
     prediction error."""
     from nas.space import load_space
     from predictors.data import MeasurementSet, check_writable
+    from predictors.evaluate import anchor_records
     from predictors.harness import clock_for, host_description, load_average, measure_genomes
 
     here = host_description()
@@ -425,11 +455,8 @@ def _measure_heldout(args, predictor, train, out_dir: Path):
         if len(archs) == args.n:
             break
     anchor_archs = []
-    if train is not None and args.anchors > 0:
-        # spread over the training latencies, smallest to largest
-        trusted = sorted(train.trusted_records(), key=lambda r: r["latency_ms"])
-        picks = sorted(set(np.linspace(0, len(trusted) - 1, min(args.anchors, len(trusted))).round().astype(int).tolist()))
-        anchor_archs = [train.genomes[trusted[i]["genome_id"]] for i in picks]
+    if train is not None and args.anchors > 0:  # spread over the training latencies, smallest to largest
+        anchor_archs = [train.genomes[a["genome_id"]] for a in anchor_records(train, args.anchors)]
     clock = (train.meta.get("clock") if train is not None else None) or "auto"
     clock, _ = clock_for(clock, predictor.threads)
     protocol = _protocol(args)
@@ -440,12 +467,14 @@ def _measure_heldout(args, predictor, train, out_dir: Path):
     mixed = archs + anchor_archs
     random.Random(args.seed).shuffle(mixed)
     results = {m.genome_id: m for m in measure_genomes(mixed, runtime=predictor.runtime, threads=predictor.threads,
+                                                       precision=predictor.precision,
                                                        seq_len=predictor.seq_len, protocol=protocol, clock=clock, seed=args.seed)}
     meta["finished_at"], meta["load_average_end"] = _now(), load_average()
 
     def as_set(group, path):
         data = MeasurementSet(predictor.device, predictor.runtime, predictor.threads, predictor.seq_len,
-                              [results[a.id].to_dict() for a in group], {a.id: a for a in group}, [], dict(meta))
+                              [results[a.id].to_dict() for a in group], {a.id: a for a in group}, [], dict(meta),
+                              precision=predictor.precision)
         data.save(path)
         data.path = str(path)
         return data
@@ -487,15 +516,16 @@ def _profile(args) -> int:
     kernels = []
     if not args.no_kernels:
         chosen = shuffled(select_kernels(space, args.seq_len, shape_sample, per_kind, args.seed), args.seed)
-        kernels = run_microbenchmarks(chosen, runtime=args.runtime, threads=args.threads, protocol=kernel_protocol, clock=clock)
+        kernels = run_microbenchmarks(chosen, runtime=args.runtime, threads=args.threads, protocol=kernel_protocol, clock=clock,
+                                      precision=args.precision)
     results = measure_genomes(archs, runtime=args.runtime, threads=args.threads, seq_len=args.seq_len,
-                              protocol=protocol, clock=clock, cache_dir=args.cache, seed=args.seed)
+                              protocol=protocol, clock=clock, cache_dir=args.cache, seed=args.seed, precision=args.precision)
     meta["finished_at"], meta["load_average_end"] = _now(), load_average()
     meta["seconds"] = round(time.perf_counter() - started, 1)
     # CPU seconds of this process: what the wall time would be on an idle machine (one thread)
     meta["cpu_seconds"] = round(time.process_time() - cpu_started, 1)
     data = MeasurementSet(args.device, args.runtime, args.threads, args.seq_len,
-                          [m.to_dict() for m in results], {a.id: a for a in archs}, kernels, meta)
+                          [m.to_dict() for m in results], {a.id: a for a in archs}, kernels, meta, precision=args.precision)
     data.save(data_out)
     data.path = str(data_out.resolve())
     predictor = fit_predictor(data, use_kernels=bool(kernels), sources=[data.path])
@@ -504,6 +534,12 @@ def _profile(args) -> int:
     print(f"measured {len(results) - refused} genomes ({refused} refused as too noisy) and {len(kernels)} kernels "
           f"in {meta['seconds']:.0f} s ({meta['cpu_seconds']:.0f} s of CPU, {clock} clock); measurements in {data_out}")
     _print_fit(predictor, out)
+    busiest, cpus = max(meta["load_average_start"], meta["load_average_end"]), meta["description"].get("logical_cpus") or 1
+    if busiest > cpus / 2:
+        # a busy neighbour slows every genome alike (here about 9 % with one busy process on the other core)
+        print(f"measured under load average {busiest:.1f} on {cpus} CPUs: every price may be biased by the neighbours' load. "
+              f"When the machine is quiet, 'nas latency evaluate --device {out} --write-corrected FILE' re-measures the "
+              f"{len(predictor.provenance['anchors'])} anchor genomes this profile carries, reports the drift and writes the corrected predictor")
     return 0
 
 
@@ -525,8 +561,9 @@ def _export_bench(args) -> int:
             if len(archs) == len(names) + args.n:
                 break
     kernels = select_kernels(space, args.seq_len, 40, args.kernels_per_kind, args.seed) if args.kernels_per_kind > 0 else []
-    out = export_bundle(args.out, archs, kernels, seq_len=args.seq_len, threads=args.threads, runs=args.runs, names=labels)
-    print(f"wrote {out}: {len(archs)} genomes ({len(labels)} reference designs) and {len(kernels)} kernels; "
+    out = export_bundle(args.out, archs, kernels, seq_len=args.seq_len, threads=args.threads, runs=args.runs, names=labels,
+                        precision=args.precision)
+    print(f"wrote {out}: {len(archs)} genomes ({len(labels)} reference designs) and {len(kernels)} kernels, {args.precision}; "
           f"next: see {out}/README.txt")
     return 0
 
@@ -539,12 +576,17 @@ def _ingest(args) -> int:
     from predictors.ingest import read_results
     from predictors.phones import Point, calibrate
     from predictors.predictor import load
+    from predictors.transfer import DEFAULT_GROUPS, expected_error, recommend, transfer_predictor
 
     out = _out_path(args, default_device=args.device)
     data_out = check_writable(_companion(out, ".measurements.json"), args.force)
-    genomes, kernels, names, seq_len = {}, {}, {}, args.seq_len
+    genomes, kernels, names, seq_len, precision = {}, {}, {}, args.seq_len, args.precision
     if args.manifest:
         manifest = load_manifest(args.manifest)
+        if precision is not None and precision != manifest["precision"]:
+            raise NasError(f"{manifest['path']}: the bundle's models are {manifest['precision']}, --precision says {precision}; "
+                           "ingest each precision as its own device (drop --precision to take the manifest's)")
+        precision = manifest["precision"]
         genomes = dict(manifest["genomes"])
         kernels = {k["id"]: k for k in manifest.get("kernels", [])}
         names = {m["id"]: m.get("name") for m in manifest.get("models", []) if m.get("name")}
@@ -554,6 +596,7 @@ def _ingest(args) -> int:
     if args.genomes:
         genomes.update(load_genomes(args.genomes))
     seq_len = seq_len or 128
+    precision = precision or "fp32"
     readings = read_results(args.results)
     by_genome: dict[str, list] = {}
     by_kernel: dict[str, list] = {}
@@ -598,33 +641,70 @@ def _ingest(args) -> int:
             "clock": "as reported by the tool", "library_versions": library_versions(), "started_at": _now(),
             "source": f"nas latency ingest of {len(readings)} readings ({', '.join(formats)}) from {', '.join(map(str, args.results))}"}
     used = {gid: genomes[gid] for gid in by_genome}
-    data = MeasurementSet(args.device, args.runtime, args.threads, seq_len, records, used, kernel_records, meta)
-    if len(records) >= args.min_genomes:
+    data = MeasurementSet(args.device, args.runtime, args.threads, seq_len, records, used, kernel_records, meta, precision=precision)
+    method, use_kernels = args.method, bool(kernel_records)
+    trusted = sum(r["trusted"] for r in records)  # conflicting readings are kept but not fitted on
+    if method == "auto":
+        if args.groups:
+            method = "groups"
+        elif args.base:
+            method, use_kernels = recommend(trusted, bool(kernel_records))
+        elif trusted >= args.min_genomes:
+            method = "scratch"
+        else:
+            raise NasError(f"only {trusted} genomes measured (a fit from scratch needs --min-genomes {args.min_genomes}); "
+                           "give --base PREDICTOR (e.g. runs/latency/host.json) to transfer it to this device")
+    if method == "scratch":
         data.save(data_out)
         data.path = str(data_out.resolve())
-        predictor = fit_predictor(data, use_kernels=bool(kernel_records), sources=[data.path])
+        predictor = fit_predictor(data, use_kernels=use_kernels, sources=[data.path])
+        predictor.provenance["expected_error"] = expected_error("scratch", bool(predictor.provenance["fitted_on"]["kernels"]), trusted)
         predictor.save(out)
         _print_fit(predictor, out)
+        _print_expected(predictor)
         return 0
     if not args.base:
-        raise NasError(f"only {len(records)} genomes measured (a full fit needs --min-genomes {args.min_genomes}); "
-                       "give --base PREDICTOR (e.g. runs/latency/host.json) to calibrate a few scale factors on it")
-    base = load(args.base, seq_len=seq_len)
+        raise NasError(f"--method {method} transfers a base predictor: give --base PREDICTOR (e.g. runs/latency/host.json)")
+    base = load(args.base, seq_len=seq_len)  # any precision: int8 on a phone is priced from the fp32 host structure
+    if method == "prior":
+        data.save(data_out)
+        data.path = str(data_out.resolve())
+        predictor = transfer_predictor(base, data, "prior", use_kernels=use_kernels)
+        predictor.save(out)
+        prov = predictor.provenance
+        print(f"transferred {base.name} to {predictor.device} ({predictor.runtime} {predictor.precision}, {predictor.threads} threads, "
+              f"seq {predictor.seq_len}): every price refitted towards the base on {prov['fitted_on']['genomes']} genomes"
+              f" and {prov['fitted_on']['kernels']} kernels")
+        print(f"wrote {out}")
+        _print_expected(predictor)
+        return 0
     points = [Point(names.get(r["genome_id"], r["genome_id"]), genomes[r["genome_id"]], r["latency_ms"],
                     "; ".join(x["source"] for x in r["readings"])) for r in records if r["trusted"]]
-    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    groups = ["all"] if method == "global" else [g.strip() for g in (args.groups or ",".join(DEFAULT_GROUPS)).split(",") if g.strip()]
     predictor = calibrate(base, points, device=args.device, runtime=args.runtime, threads=args.threads, group_names=groups,
-                          description=meta["description"], source=meta["source"])
+                          description=meta["description"], source=meta["source"], precision=precision)
+    if groups in (["all"], list(DEFAULT_GROUPS)):  # the study measured these two
+        predictor.provenance["expected_error"] = expected_error(method, False, len(points))
     data.save(data_out)
     predictor.provenance["measurements"] = str(data_out.resolve())
     predictor.save(out)
     _print_calibration(predictor, out)
+    _print_expected(predictor)
     return 0
+
+
+def _print_expected(predictor) -> None:
+    """The error the transfer study measured for this method at about this many genomes."""
+    e = predictor.provenance.get("expected_error")
+    if e:
+        print(f"expected on new genomes ({e['method']}, N={e['n']} in bench/latency.py transfer, {len(e['settings'])} host settings "
+              f"as new devices): MAPE {e['mape_median']:.1%} (range {e['mape_range'][0]:.1%}-{e['mape_range'][1]:.1%}), "
+              f"within +-10 % {e['within_10_median']:.0%}, Kendall tau {e['kendall_tau_median']:.2f}")
 
 
 def _print_calibration(predictor, out: Path) -> None:
     prov = predictor.provenance
-    print(f"calibrated {predictor.device} ({predictor.runtime}, {predictor.threads} threads, seq {predictor.seq_len}) "
+    print(f"calibrated {predictor.device} ({predictor.runtime} {predictor.precision}, {predictor.threads} threads, seq {predictor.seq_len}) "
           f"on {len(prov['fitted_on'])} genomes: scales " + ", ".join(f"{g} x{s:.3g}" for g, s in prov["scales"].items()))
     print(f"{'genome':<20} {'measured':>9} {'fitted':>9} {'leave-one-out':>14}")
     for p in prov["fitted_on"]:

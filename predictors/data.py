@@ -8,6 +8,7 @@ predictor can always say exactly what it was fitted on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -15,7 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from nas.arch import ArchConfig, ArchError
 from nas.errors import NasError, read_user_text
@@ -42,21 +43,28 @@ def check_writable(path: str | Path, force: bool = False) -> Path:
     return path
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write via a temporary file in the same folder and rename: readers see the old file or the
-    whole new one, never half of it."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary name next to `path` to write to; renamed to `path` when the block succeeds,
+    removed when it fails: readers see the old file or the whole new one, never half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        yield Path(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` via a temporary file in the same folder and rename (see ``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
@@ -157,6 +165,7 @@ class MeasurementSet:
     kernels: list[dict[str, Any]] = field(default_factory=list)  # name, kind, features, latency_ms, ...
     meta: dict[str, Any] = field(default_factory=dict)  # device description, versions, protocol, source
     path: str | None = None
+    precision: str = "fp32"  # fp32, int8 or bf16 (predictors.quantize)
 
     def trusted_records(self) -> list[dict[str, Any]]:
         return [r for r in self.records if r.get("trusted", True)]
@@ -167,6 +176,7 @@ class MeasurementSet:
             "format_version": MEASUREMENTS_VERSION,
             "device": self.device,
             "runtime": self.runtime,
+            "precision": self.precision,
             "threads": self.threads,
             "seq_len": self.seq_len,
             "batch": 1,
@@ -196,12 +206,24 @@ class MeasurementSet:
         records = data["records"]
         for i, record in enumerate(records):
             _check_record(record, f"{where}: records[{i}]", genomes)
-        meta = {k: v for k, v in data.items() if k not in ("format", "format_version", "device", "runtime", "threads", "seq_len", "batch", "records", "kernels", "genomes")}
+        precision = read_precision(data, where)
+        meta = {k: v for k, v in data.items() if k not in ("format", "format_version", "device", "runtime", "precision", "threads",
+                                                           "seq_len", "batch", "records", "kernels", "genomes")}
         kernels = data.get("kernels") or []
         for i, kernel in enumerate(kernels):
             if not isinstance(kernel, dict) or not isinstance(kernel.get("features"), dict) or not _positive(kernel.get("latency_ms")):
                 raise NasError(f"{where}: kernels[{i}]: needs 'features' (object) and a positive 'latency_ms'")
-        return cls(data["device"], data["runtime"], data["threads"], data["seq_len"], records, genomes, kernels, meta, str(path))
+        return cls(data["device"], data["runtime"], data["threads"], data["seq_len"], records, genomes, kernels, meta, str(path), precision)
+
+
+def read_precision(data: dict, where: str) -> str:
+    """The file's 'precision' field, checked; files written before precision was recorded are fp32."""
+    from predictors.quantize import PRECISIONS
+
+    precision = data.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise NasError(f"{where}: field 'precision': {precision!r} is not one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 def _positive(value: Any) -> bool:

@@ -8,7 +8,7 @@ against measured latency for all three.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from predictors.predictor import Predictor
 
 def check_matches(predictor: Predictor, data: MeasurementSet) -> None:
     """The measurements must be for the setting the predictor is for."""
-    for key in ("runtime", "threads", "seq_len"):
+    for key in ("runtime", "precision", "threads", "seq_len"):
         if getattr(predictor, key) != getattr(data, key):
             raise NasError(
                 f"{data.path}: measured with {key} {getattr(data, key)!r} but predictor {predictor.name} is for "
@@ -38,12 +38,57 @@ def machine_drift(train: MeasurementSet, anchors: MeasurementSet) -> dict[str, A
     no held-out latency, so correcting predictions by it is fair.
     """
     old = {r["genome_id"]: r["latency_ms"] for r in train.trusted_records()}
-    ratios = np.array([r["latency_ms"] / old[r["genome_id"]] for r in anchors.trusted_records() if r["genome_id"] in old])
-    if len(ratios) == 0:
+    pairs = [(r["latency_ms"], old[r["genome_id"]]) for r in anchors.trusted_records() if r["genome_id"] in old]
+    if not pairs:
         raise NasError(f"{anchors.path}: no anchor genome is among the trusted training genomes of {train.path}")
+    return drift_factor([p[0] for p in pairs], [p[1] for p in pairs]) | {"anchors_file": anchors.path}
+
+
+def anchor_records(data: MeasurementSet, count: int = 10) -> list[dict[str, Any]]:
+    """Up to `count` trusted genomes of a measurement set spread over its latencies, with their
+    latency and genome: what a predictor file keeps so that a later session can re-measure them
+    and tell the machine's drift (a busy neighbour, a lower clock) from prediction error."""
+    trusted = sorted(data.trusted_records(), key=lambda r: r["latency_ms"])
+    if not trusted or count < 1:
+        return []
+    picks = sorted(set(np.linspace(0, len(trusted) - 1, min(count, len(trusted))).round().astype(int).tolist()))
+    return [{"genome_id": trusted[i]["genome_id"], "latency_ms": trusted[i]["latency_ms"],
+             "genome": data.genomes[trusted[i]["genome_id"]].to_dict()} for i in picks]
+
+
+def anchor_set(predictor: Predictor) -> MeasurementSet | None:
+    """The anchors a predictor file carries (``provenance.anchors``) as a measurement set, or None."""
+    from predictors.data import _genome
+
+    entries = predictor.provenance.get("anchors") or []
+    if not entries:
+        return None
+    where = f"{predictor.name}: provenance.anchors"
+    genomes = {e["genome_id"]: _genome(e["genome"], where, expected_id=e["genome_id"]) for e in entries}
+    records = [{"genome_id": e["genome_id"], "latency_ms": e["latency_ms"], "trusted": True} for e in entries]
+    return MeasurementSet(predictor.device, predictor.runtime, predictor.threads, predictor.seq_len, records, genomes,
+                          path=where, precision=predictor.precision)
+
+
+def drift_corrected(predictor: Predictor, drift: dict[str, Any]) -> Predictor:
+    """The predictor with every price multiplied by the measured drift factor, the correction
+    recorded in its provenance (so a profile measured on a busy machine is not silently biased)."""
+    from dataclasses import replace
+
+    provenance = dict(predictor.provenance, drift_correction={**drift, "corrected_from": predictor.name})
+    return replace(predictor, coefficients={k: v * drift["factor"] for k, v in predictor.coefficients.items()},
+                   provenance=provenance, path=None)
+
+
+def drift_factor(now_ms: Sequence[float], then_ms: Sequence[float]) -> dict[str, Any]:
+    """The median ratio of the same models' latencies now over then (1.09 = 9 % slower now), with
+    its quartiles and range."""
+    ratios = np.asarray(now_ms, dtype=float) / np.asarray(then_ms, dtype=float)
+    if len(ratios) == 0:
+        raise NasError("no model measured both times: no drift factor")
     q1, q3 = np.percentile(ratios, [25, 75])
     return {"anchors": int(len(ratios)), "factor": float(np.median(ratios)), "q1": float(q1), "q3": float(q3),
-            "min": float(ratios.min()), "max": float(ratios.max()), "anchors_file": anchors.path}
+            "min": float(ratios.min()), "max": float(ratios.max())}
 
 
 def evaluate(
@@ -52,13 +97,15 @@ def evaluate(
     train: MeasurementSet | None,
     mlp_steps: int = 2000,
     anchors: MeasurementSet | None = None,
+    anchors_then: MeasurementSet | None = None,
 ) -> dict[str, Any]:
     """Scores of the predictor (and, given training measurements, of both baselines fitted on them)
     on the trusted held-out records that are not in the training set.
 
     With `anchors` (training genomes re-measured alongside the held-out ones) the report also
     gives the machine's drift between the two sessions and the scores with every prediction
-    multiplied by it.
+    multiplied by it. The anchors' training latencies come from `train`, else from
+    `anchors_then` (the anchors a predictor file carries, see ``anchor_set``).
     """
     check_matches(predictor, heldout)
     train_ids = set()
@@ -94,9 +141,10 @@ def evaluate(
         "scores": {name: scores(measured, p) for name, p in predictions.items()},
         "signed_bias": {name: float(np.median(p / measured - 1)) for name, p in predictions.items()},
     }
-    if anchors is not None and train is not None:
+    then = train if train is not None else anchors_then
+    if anchors is not None and then is not None:
         check_matches(predictor, anchors)
-        drift = machine_drift(train, anchors)
+        drift = machine_drift(then, anchors)
         report["drift"] = drift
         report["scores_drift_corrected"] = {name: scores(measured, p * drift["factor"]) for name, p in predictions.items()}
     report["points"] = [

@@ -206,8 +206,9 @@ def ort_runner(onnx_path: str | Path, threads: int = 1) -> Callable[[], object]:
     return lambda: session.run(None, feed)
 
 
-def torch_runner(arch: ArchConfig, seq_len: int = 128, threads: int = 1) -> Callable[[], object]:
-    """One call = one eager forward of the genome's torch model (eager attention, no grad)."""
+def torch_runner(arch: ArchConfig, seq_len: int = 128, threads: int = 1, precision: str = "fp32") -> Callable[[], object]:
+    """One call = one eager forward of the genome's torch model (eager attention, no grad; bf16
+    under CPU autocast)."""
     import torch
 
     from nas.model import build_model
@@ -217,10 +218,24 @@ def torch_runner(arch: ArchConfig, seq_len: int = 128, threads: int = 1) -> Call
     torch.manual_seed(0)
     model = build_model(arch, attention_implementation="eager").eval()
     inputs = example_inputs(seq_len, 1, arch.vocab_size)
+    return torch_call(model, inputs, precision)
+
+
+def torch_call(module, inputs: dict, precision: str = "fp32") -> Callable[[], object]:
+    """One call = one forward of `module` on `inputs` (passed positionally, in order), in fp32 or
+    under bf16 CPU autocast."""
+    import contextlib
+
+    import torch
+
+    from predictors.quantize import check_precision
+
+    check_precision("torch", precision)
 
     def run() -> object:
-        with torch.inference_mode():
-            return model(**inputs)
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            return module(*inputs.values())
 
     return run
 
@@ -286,6 +301,7 @@ def measure_genomes(
     timer: Timer | None = None,
     seed: int = 0,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> list[Measurement]:
     """Measure each genome's end-to-end latency (ms) at batch 1 and `seq_len` tokens.
 
@@ -293,14 +309,18 @@ def measure_genomes(
     taken `chunk` at a time (exported, loaded, timed in interleaved rounds, freed); each pass
     visits them in a new order, so chunks mix differently. ONNX files go to `cache_dir` (named by
     genome id and sequence length, reused when present) or a temporary folder. `timer`
-    (nanoseconds) overrides `clock`.
+    (nanoseconds) overrides `clock`. `precision` (``predictors.quantize``): fp32, int8 (ONNX
+    Runtime dynamic quantization) or bf16 (torch autocast).
     """
+    from predictors.quantize import check_precision
+
     if timer is None:
         timer = clock_for(clock, threads)[1]
     if runtime not in RUNTIMES:
         raise NasError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
     if threads < 1:
         raise NasError(f"threads={threads} must be at least 1")
+    check_precision(runtime, precision)
     if len({a.id for a in archs}) != len(archs):
         raise NasError("measure_genomes: the same genome is listed twice")
     by_id = {a.id: a for a in archs}
@@ -309,7 +329,7 @@ def measure_genomes(
     with tempfile.TemporaryDirectory(prefix="nas-latency-") as tmp:
         folder = Path(cache_dir) if cache_dir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        desc = f"measuring ({runtime}, {threads} thread{'s' * (threads > 1)})"
+        desc = f"measuring ({runtime} {precision}, {threads} thread{'s' * (threads > 1)})"
         for pass_index in range(protocol.max_passes):
             todo = [gid for gid in by_id if len(timings[gid]) < protocol.passes or not _combine(gid, timings[gid], protocol).trusted]
             if not todo:
@@ -319,7 +339,7 @@ def measure_genomes(
             bar = progress_bar(total=len(todo), desc=f"{desc}, pass {pass_index + 1}", enabled=progress)
             for start in range(0, len(todo), chunk):
                 batch = todo[start : start + chunk]
-                runners = {gid: _runner(by_id[gid], runtime, threads, seq_len, folder) for gid in batch}
+                runners = {gid: genome_runner(by_id[gid], runtime, threads, seq_len, folder, precision) for gid in batch}
                 result = time_runners(runners, protocol, timer=timer, seed=rng.randrange(2**31), refuse=False)
                 for gid in batch:
                     timings[gid].append(result[gid])
@@ -345,15 +365,32 @@ def refusal_reason(measurement: Measurement, protocol: Protocol) -> str:
     )
 
 
-def _runner(arch: ArchConfig, runtime: str, threads: int, seq_len: int, folder: Path) -> Callable[[], object]:
-    if runtime == "torch":
-        return torch_runner(arch, seq_len, threads)
+def genome_onnx(arch: ArchConfig, seq_len: int, folder: str | Path, precision: str = "fp32") -> Path:
+    """The genome's ONNX file in `folder` at `precision` (fp32 or int8), exported (and quantized)
+    unless already there; named by genome id, sequence length and precision."""
     from nas.onnx import export_onnx
+    from predictors.quantize import quantize_int8
 
-    path = folder / f"{arch.id}-seq{seq_len}.onnx"
-    if not path.exists():
-        export_onnx(arch, path, seq_len=seq_len)
-    return ort_runner(path, threads)
+    folder = Path(folder)
+    fp32 = folder / f"{arch.id}-seq{seq_len}.onnx"
+    if not fp32.exists():
+        export_onnx(arch, fp32, seq_len=seq_len)
+    if precision == "fp32":
+        return fp32
+    if precision != "int8":
+        raise NasError(f"no ONNX export at precision {precision!r}; ONNX models are fp32 or int8")
+    int8 = folder / f"{arch.id}-seq{seq_len}-int8.onnx"
+    if not int8.exists():
+        quantize_int8(fp32, int8)
+    return int8
+
+
+def genome_runner(arch: ArchConfig, runtime: str, threads: int, seq_len: int, folder: str | Path,
+                  precision: str = "fp32") -> Callable[[], object]:
+    """One call = one inference of the genome on `runtime` at `precision` (ONNX files cached in `folder`)."""
+    if runtime == "torch":
+        return torch_runner(arch, seq_len, threads, precision)
+    return ort_runner(genome_onnx(arch, seq_len, folder, precision), threads)
 
 
 # ---- conditions ---------------------------------------------------------------------------

@@ -211,18 +211,21 @@ def export_kernel(kernel: Kernel, path: str | Path) -> Path:
     return path
 
 
-def _kernel_runner(kernel: Kernel, runtime: str, threads: int, folder: Path) -> Callable[[], object]:
+def kernel_runner(kernel: Kernel, runtime: str, threads: int, folder: Path, precision: str = "fp32") -> Callable[[], object]:
+    """One call = one run of the kernel on `runtime` at `precision` (ONNX files written to `folder`)."""
+    from predictors.harness import torch_call
+    from predictors.quantize import check_precision, quantize_int8
+
+    check_precision(runtime, precision)
     if runtime == "onnxruntime":
-        return ort_runner(export_kernel(kernel, folder / f"{kernel.name}.onnx"), threads)
+        path = export_kernel(kernel, folder / f"{kernel.name}.onnx")
+        if precision == "int8":
+            path = quantize_int8(path, folder / f"{kernel.name}-int8.onnx")
+        return ort_runner(path, threads)
     module, inputs = kernel_module(kernel)
     module.eval()
     torch.set_num_threads(threads)
-
-    def run() -> object:
-        with torch.inference_mode():
-            return module(*inputs.values())
-
-    return run
+    return torch_call(module, inputs, precision)
 
 
 def run_microbenchmarks(
@@ -235,6 +238,7 @@ def run_microbenchmarks(
     clock: str = "auto",
     timer: Timer | None = None,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> list[dict]:
     """Time every kernel (interleaved within chunks); one record per kernel, untrusted ones marked."""
     from predictors.harness import clock_for, progress_bar
@@ -248,7 +252,7 @@ def run_microbenchmarks(
     with tempfile.TemporaryDirectory(prefix="nas-kernels-") as tmp:
         for start in range(0, len(kernels), chunk):
             batch = kernels[start : start + chunk]
-            runners = {k.name: _kernel_runner(k, runtime, threads, Path(tmp)) for k in batch}
+            runners = {k.name: kernel_runner(k, runtime, threads, Path(tmp), precision) for k in batch}
             timings = time_runners(runners, protocol, timer=timer, seed=start, refuse=False)
             for k in batch:
                 t = timings[k.name]

@@ -36,11 +36,15 @@ class Point:
 
 def group_design(base: Predictor, points: Sequence[Point], groups: dict[str, Sequence[str]], seq_len: int) -> np.ndarray:
     """(points x groups): the base predictor's time for each group of features, per point."""
-    a = np.zeros((len(points), len(groups)))
-    for i, point in enumerate(points):
-        x = genome_features(point.arch, seq_len)
+    return group_matrix(base.coefficients, np.array([genome_features(p.arch, seq_len) for p in points]), groups)
+
+
+def group_matrix(coefficients: dict[str, float], x: np.ndarray, groups: dict[str, Sequence[str]]) -> np.ndarray:
+    """(rows x groups): the time `coefficients` give each group of features, for feature rows `x`."""
+    a = np.zeros((len(x), len(groups)))
+    for i, row in enumerate(x):
         for j, names in enumerate(groups.values()):
-            a[i, j] = math.fsum(x[INDEX[f]] * base.coefficients[f] for f in names)
+            a[i, j] = math.fsum(row[INDEX[f]] * coefficients[f] for f in names)
     return a
 
 
@@ -79,10 +83,11 @@ def calibrate(
     group_names: Sequence[str] = ("compute", "norm_act", "memory_overhead"),
     description: dict | None = None,
     source: str = "",
+    precision: str = "fp32",
 ) -> Predictor:
     """A predictor for `device`: the base's coefficients times one fitted scale per feature group,
     with leave-one-out errors of the same procedure recorded in its provenance."""
-    groups = _groups(group_names)
+    groups = feature_groups(group_names)
     check_groups(groups)
     if len(points) < 1:
         raise NasError("calibration needs at least one measured genome")
@@ -139,10 +144,10 @@ def calibrate(
             "coefficients": base.coefficients,
         },
     }
-    return Predictor(device, runtime, threads, seq_len, coefficients, description or {}, provenance)
+    return Predictor(device, runtime, threads, seq_len, coefficients, description or {}, provenance, precision=precision)
 
 
-def _groups(names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+def feature_groups(names: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """Feature groups by name; 'all' is one global scale, 'rest' takes every feature not yet named."""
     groups: dict[str, tuple[str, ...]] = {}
     for name in names:

@@ -18,7 +18,7 @@ import numpy as np
 
 from nas.arch import ArchConfig
 from nas.errors import NasError
-from predictors.data import read_json, write_json_atomic
+from predictors.data import read_json, read_precision, write_json_atomic
 from predictors.features import FEATURE_VERSION, FEATURES, GROUPS, genome_features
 
 PREDICTOR_FORMAT = "nas-latency-predictor"
@@ -41,6 +41,7 @@ class Predictor:
     description: dict[str, Any] = field(default_factory=dict)  # the device as measured (CPU, phone model)
     provenance: dict[str, Any] = field(default_factory=dict)  # what it was fitted on, how, versions, errors
     path: str | None = None
+    precision: str = "fp32"  # fp32, int8 or bf16 (predictors.quantize): part of the device's identity
 
     def __post_init__(self) -> None:
         self._vector = np.array([self.coefficients.get(name, 0.0) for name in FEATURES])
@@ -74,6 +75,7 @@ class Predictor:
             "feature_version": FEATURE_VERSION,
             "device": self.device,
             "runtime": self.runtime,
+            "precision": self.precision,
             "threads": self.threads,
             "seq_len": self.seq_len,
             "batch": 1,
@@ -104,6 +106,7 @@ class Predictor:
                 raise NasError(f"{where}: field {key!r} missing or not a {kind.__name__}")
         if data["threads"] < 1 or data["seq_len"] < 1:
             raise NasError(f"{where}: threads and seq_len must be at least 1")
+        precision = read_precision(data, where)
         coefficients = data["coefficients"]
         unknown = sorted(set(coefficients) - set(FEATURES))
         if unknown:
@@ -123,6 +126,7 @@ class Predictor:
             description=data.get("description", {}),
             provenance=data.get("provenance", {}),
             path=where,
+            precision=precision,
         )
 
     @classmethod
@@ -160,21 +164,22 @@ def load(
     device: str | None = None,
     runtime: str | None = None,
     threads: int | None = None,
+    precision: str | None = None,
 ) -> Predictor:
     """Load a predictor by shipped profile name, device name fitted here, or file path.
 
-    Any of `seq_len`, `device`, `runtime`, `threads` given must match what the predictor was fitted
+    Any of `seq_len`, `device`, `runtime`, `threads`, `precision` given must match what the predictor was fitted
     for, else a NasError says what it was fitted for and how to get the right one.
     """
     path = resolve(name_or_path)
     predictor = Predictor.load(path)
-    checks = (("seq_len", seq_len), ("device", device), ("runtime", runtime), ("threads", threads))
+    checks = (("seq_len", seq_len), ("device", device), ("runtime", runtime), ("threads", threads), ("precision", precision))
     for key, wanted in checks:
         have = getattr(predictor, key)
         if wanted is not None and wanted != have:
             raise NasError(
                 f"{path}: latency predictor fitted for {key} {have!r}, but {wanted!r} was asked for "
-                f"(it is for {predictor.device}, {predictor.runtime}, {predictor.threads} threads, seq_len {predictor.seq_len}); "
+                f"(it is for {predictor.device}, {predictor.runtime} {predictor.precision}, {predictor.threads} threads, seq_len {predictor.seq_len}); "
                 "use a predictor fitted for that setting"
             )
     return predictor

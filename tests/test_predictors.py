@@ -218,6 +218,29 @@ def test_machine_drift_is_measured_on_training_genomes_and_corrected():
     assert report["scores_drift_corrected"]["structural (ours)"]["mape"] < 1e-3
 
 
+def test_a_profile_carries_anchors_so_a_later_session_measures_and_corrects_its_drift(tmp_path):
+    from predictors.cli import fit_predictor
+    from predictors.evaluate import anchor_set, drift_corrected
+
+    truth = _synthetic_truth()
+    busy = _synthetic_set(MOBILE[:40], truth)
+    for record in busy.records:
+        record["latency_ms"] *= 1.09  # profiled while a neighbour kept the other core busy
+    predictor = fit_predictor(busy, use_kernels=False)
+    predictor = predictors.load(predictor.save(tmp_path / "busy.json"))  # the anchors survive the file
+    then = anchor_set(predictor)
+    assert len(then.records) == 10 and set(then.genomes) <= {a.id for a in MOBILE[:40]}
+    quiet_heldout, quiet_anchors = _synthetic_set(MOBILE[40:], truth), _synthetic_set(list(then.genomes.values()), truth)
+    report = evaluate(predictor, quiet_heldout, None, anchors=quiet_anchors, anchors_then=then)
+    assert report["drift"]["factor"] == pytest.approx(1 / 1.09, rel=1e-3)
+    assert report["signed_bias"]["structural (ours)"] == pytest.approx(0.09, abs=5e-3)
+    assert report["scores_drift_corrected"]["structural (ours)"]["mape"] < 5e-3
+    fixed = drift_corrected(predictor, report["drift"])
+    assert fixed.provenance["drift_correction"]["factor"] == report["drift"]["factor"]
+    np.testing.assert_allclose([fixed.predict(a) for a in MOBILE[40:45]],
+                               [r["latency_ms"] for r in quiet_heldout.records[:5]], rtol=5e-3)
+
+
 @pytest.mark.parametrize(
     "corrupt, message",
     [

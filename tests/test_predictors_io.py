@@ -177,6 +177,19 @@ def test_evaluate_command_scores_predictor_and_baselines(host_profile, tmp_path,
     assert "| structural (ours) |" in stdout
 
 
+def test_write_corrected_without_any_anchors_says_what_to_pass(tmp_path, capsys):
+    from predictors.data import MeasurementSet
+
+    archs = [nas.reference(n).arch for n in ("mobilebert", "mobilebert-tiny")]
+    heldout = MeasurementSet("pixel4", "tflite", 4, 128, [{"genome_id": a.id, "latency_ms": v, "trusted": True} for a, v in zip(archs, (62, 40))],
+                             {a.id: a for a in archs})
+    heldout.save(tmp_path / "held.json")
+    code, _, err = run(capsys, "latency", "evaluate", "--device", "pixel4", "--heldout", tmp_path / "held.json", "--out-dir", tmp_path / "e",
+                       "--write-corrected", tmp_path / "fixed.json")
+    assert code == 2 and "--write-corrected: no drift measured" in err and "Traceback" not in err
+    assert not (tmp_path / "fixed.json").exists()
+
+
 def test_evaluate_measuring_now_also_remeasures_training_anchors(host_profile, tmp_path, capsys):
     out_dir = tmp_path / "eval"
     code, stdout, err = run(capsys, "latency", "evaluate", "--device", host_profile, "--space", "tiny", "-n", "3", "--seed", "7",
