@@ -25,6 +25,7 @@ import ast
 import itertools
 import math
 import random
+import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator
@@ -38,6 +39,8 @@ SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 GENOME_FIELDS = tuple(f.name for f in fields(ArchConfig))
 DERIVED = ("attention_ffn_balance",)
 SPACE_SETTINGS = ("intermediate_multiple",)
+# Completions tried per value when proposing a dimension's valid values (Space.completable_values).
+COMPLETION_TRIES = 64
 # Names a condition may use besides genome fields: ArchConfig's derived widths.
 CONDITION_PROPERTIES = ("block_width", "attention_width", "head_size", "attention_ffn_balance")
 _ALLOWED_NODES = (
@@ -128,6 +131,52 @@ class Space:
         target = probe.mha_params / balance / num_ffn - width
         multiple = self.fixed.get("intermediate_multiple", 64)
         return max(multiple, int(round(target / per_unit / multiple)) * multiple)
+
+    # ---- proposing only valid genomes, one dimension at a time ---------------------------
+
+    def is_valid(self, values: dict[str, Any]) -> bool:
+        try:
+            self.genome(values)
+        except ArchError:
+            return False
+        return True
+
+    def first_witness(self) -> dict[str, Any]:
+        """The values of one valid genome of the space (the same every call)."""
+        rng = random.Random(0)
+        for _ in range(10_000):
+            values = {name: rng.choice(dim.values) for name, dim in self.dimensions.items()}
+            if self.is_valid(values):
+                return values
+        raise SpaceError(f"space {self.path}: no valid genome in 10000 uniform draws; loosen its conditions")
+
+    def completable_values(self, name: str, chosen: dict[str, Any], witness: dict[str, Any]) -> dict[Any, dict[str, Any]]:
+        """The values of dimension `name` with which the values `chosen` so far still complete to a
+        valid genome, each with one such completion.
+
+        `witness` is a valid completion of `chosen`. A value is kept when the witness with that value
+        is valid, or when a search of the dimensions not chosen yet finds a completion: every
+        combination where they are few (exact), else COMPLETION_TRIES draws seeded by the context (a
+        value whose only completions are that rare is left out). Choosing dimension by dimension
+        from these values always ends in a valid genome.
+        """
+        remaining = [n for n in self.dimensions if n not in chosen and n != name]
+        grid = math.prod(len(self.dimensions[n].values) for n in remaining)
+        options: dict[Any, dict[str, Any]] = {}
+        for value in self.dimensions[name].values:
+            fixed = chosen | {name: value}
+            if self.is_valid(witness | fixed):
+                options[value] = witness | fixed
+                continue
+            if grid <= COMPLETION_TRIES:
+                draws = (dict(zip(remaining, combo)) for combo in itertools.product(*(self.dimensions[n].values for n in remaining)))
+            else:
+                rng = random.Random(zlib.crc32(repr((name, value, sorted(chosen.items(), key=str))).encode()))
+                draws = ({n: rng.choice(self.dimensions[n].values) for n in remaining} for _ in range(COMPLETION_TRIES))
+            found = next((fixed | rest for rest in draws if self.is_valid(fixed | rest)), None)
+            if found is not None:
+                options[value] = found
+        return options
 
     # ---- sampling, membership, size -----------------------------------------------------
 

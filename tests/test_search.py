@@ -255,3 +255,39 @@ def test_pruned_trials_never_reach_the_front_even_with_the_best_score(tmp_path):
     assert saved["statuses"] == {"infeasible": 1, "invalid": 1, "ok": 2, "pruned": 1}
     # A new log on the same folder reads the rows back (what a resumed search does).
     assert TrialLog(RunDir(tmp_path), objectives).records == {r["trial"]: r | {"student": None} for r in records}
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "gp", "random"])
+def test_every_proposal_is_a_valid_genome(sampler):
+    """The define-by-run space narrows each dimension to values that still complete to a valid
+    genome: no invalid proposal, whatever the sampler; the same seed proposes the same genomes."""
+    import optuna
+
+    from nas.search import study as optuna_study
+
+    optuna_study.quiet_optuna()
+    space = load_space("mobile")
+
+    def proposals(seed: int) -> list[str]:
+        study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna_study.make_sampler(sampler, seed, 8))
+        ids = []
+        for _ in range(24 if sampler != "gp" else 14):
+            trial = study.ask()
+            values = optuna_study.suggest_genome_values(space, trial)
+            arch = space.genome(optuna_study.genome_values(trial.params))  # raises if not valid
+            assert optuna_study.genome_values(trial.params) == values
+            ids.append(arch.id)
+            study.tell(trial, [arch.hidden_size * arch.num_layers, arch.intermediate_size * arch.num_ffn])
+        return ids
+
+    first = proposals(3)
+    assert first == proposals(3)
+    assert len(set(first)) > len(first) // 2
+    # Narrowed dimensions carry their context in the name, so each name has one set of choices.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(40):
+        trial = study.ask()
+        optuna_study.suggest_genome_values(space, trial)
+        study.tell(trial, 0.0)
+    narrowed = {n for t in study.trials for n in t.params if "|" in n}
+    assert narrowed and all(n.split("|")[0] in space.dimensions for n in narrowed)

@@ -14,7 +14,7 @@ from typing import Any
 
 from nas.errors import NasError, read_user_text
 
-SAMPLERS = ("nsga2", "tpe", "random")
+SAMPLERS = ("nsga2", "tpe", "gp", "random")
 
 
 @dataclass

@@ -33,19 +33,62 @@ def distributions(space: Space) -> dict[str, BaseDistribution]:
     return out
 
 
-def make_sampler(name: str, seed: int, population_size: int = 50) -> optuna.samplers.BaseSampler:
-    """NSGA-II (``nsga2``), multi-objective TPE (``tpe``) or ``random``, seeded.
+def suggest_genome_values(space: Space, trial: optuna.Trial) -> dict[str, Any]:
+    """Define-by-run: one value per dimension, in the space's order, each drawn from the values that
+    still complete to a valid genome, so every proposal is one (no invalid trials to learn nothing from).
 
-    TPE models the dimensions jointly (multivariate) and, with trials in flight, imputes their
-    results (constant liar) so parallel workers do not all propose the same point.
+    A dimension whose every value is open is suggested under its own name and distribution. One
+    narrowed by what came before (heads that divide the chosen width, groups that divide both
+    widths) is a categorical named by its open values, e.g. ``num_attention_heads|2/4/8``: Optuna
+    needs one fixed set of choices per name, and the sampler learns per context.
+    """
+    chosen: dict[str, Any] = {}
+    witness = space.first_witness()
+    full = distributions(space)
+    for name, dim in space.dimensions.items():
+        options = space.completable_values(name, chosen, witness)
+        if len(options) == len(dim.values):
+            value = _suggest(trial, name, full[name])
+        else:
+            open_values = list(options)
+            value = trial.suggest_categorical(f"{name}|{'/'.join(map(str, open_values))}", open_values)
+        chosen[name] = value
+        witness = options[value]
+    return chosen
+
+
+def _suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(distribution.choices))
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(name, distribution.low, distribution.high, step=distribution.step)
+    return trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step)
+
+
+def genome_values(params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's params as dimension values (the context after ``|`` dropped)."""
+    return {name.split("|", 1)[0]: value for name, value in params.items()}
+
+
+def make_sampler(name: str, seed: int, population_size: int = 50) -> optuna.samplers.BaseSampler:
+    """NSGA-II (``nsga2``), multi-objective TPE (``tpe``), Optuna's Gaussian-process sampler
+    (``gp``) or ``random``, seeded.
+
+    TPE models the dimensions jointly (multivariate), per group of trials that share parameters
+    (the define-by-run space names a narrowed dimension by its context), and, with trials in
+    flight, imputes their results (constant liar) so parallel workers do not all propose the same point.
     """
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population_size, seed=seed)
     if name == "tpe":
-        return CheckpointTolerantTPESampler(seed=seed, multivariate=True, constant_liar=True)
+        with warnings.catch_warnings():  # `group` is "experimental" since Optuna 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return CheckpointTolerantTPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise NasError(f"sampler {name!r}: use nsga2, tpe or random")
+    raise NasError(f"sampler {name!r}: use nsga2, tpe, gp or random")
 
 
 class CheckpointTolerantTPESampler(optuna.samplers.TPESampler):

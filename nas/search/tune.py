@@ -209,7 +209,8 @@ class ParetoOptunaSearch(OptunaSearch):
             driver.stopped = f"time budget of {driver.settings.time_budget_s:g} s spent"
             return Searcher.FINISHED
         for _ in range(MAX_SCREENED_IN_A_ROW):
-            ot_trial = self._ot_study.ask(fixed_distributions=self._space)
+            ot_trial = self._ot_study.ask()
+            optuna_study.suggest_genome_values(driver.space, ot_trial)  # define-by-run: valid genomes only
             config = self._screen(driver, ot_trial)
             if config is not None:
                 self._ot_trials[trial_id] = ot_trial
@@ -226,8 +227,8 @@ class ParetoOptunaSearch(OptunaSearch):
         """The Ray trial's config for a candidate worth running, else None after telling Optuna why not."""
         number = ot_trial.number
         try:
-            arch = driver.space.genome(ot_trial.params)
-        except ArchError as err:
+            arch = driver.space.genome(optuna_study.genome_values(ot_trial.params))
+        except ArchError as err:  # not from suggest_genome_values; kept for any other proposer
             return self._screened_out(driver, ot_trial, _record(number, "invalid", str(err)))
         scores = driver.scorer.scores(arch)
         values = [scores[c.metric] for c in driver.constraints]
@@ -272,7 +273,7 @@ class ParetoOptunaSearch(OptunaSearch):
             return
         driver = self._driver
         try:
-            arch = driver.space.genome(ot_trial.params)
+            arch = driver.space.genome(optuna_study.genome_values(ot_trial.params))
         except ArchError:  # cannot happen for a screened candidate; keep the row anyway
             arch = None
         if result:  # the checkpoint ASHA stopped the trial at reaches here, not on_trial_result
@@ -809,7 +810,7 @@ def _rebuild_from_journal(driver: _Driver) -> None:
 
 def _genome_or_none(driver: _Driver, params: dict[str, Any]) -> ArchConfig | None:
     try:
-        return driver.space.genome(params)
+        return driver.space.genome(optuna_study.genome_values(params))
     except ArchError:
         return None
 
@@ -827,7 +828,7 @@ def _recover_screened_row(driver: _Driver, frozen: Any) -> None:
     """A finished Optuna trial without a row or journal attributes (a run from before the journal
     kept rows): a screened candidate, rebuilt with its cheap scores computed again."""
     try:
-        arch = driver.space.genome(frozen.params)
+        arch = driver.space.genome(optuna_study.genome_values(frozen.params))
     except ArchError as err:
         driver.record(_record(frozen.number, "invalid", str(err)), urgent=False)
         return
