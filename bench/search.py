@@ -163,9 +163,9 @@ def efficiency(args) -> None:
     print("\nproposals per evaluation (invalid genomes and repeats are screened in the driver, not evaluated):")
     for name in samplers:
         rs = results[name]
-        print(f"  {name:<8} {statistics.mean(r['proposals'] for r in rs) / args.evals:.2f} "
+        print(f"  {name:<8} {statistics.mean(r['proposals'] / len(r['curve']) for r in rs):.2f} "
               f"(invalid {statistics.mean(r['invalid'] for r in rs):.0f}, repeats {statistics.mean(r['repeats'] for r in rs):.0f}); "
-              f"{statistics.mean(r['seconds'] for r in rs) / args.evals * 1e3:.1f} ms per evaluation")
+              f"{statistics.mean(r['seconds'] / len(r['curve']) for r in rs) * 1e3:.1f} ms per evaluation")
     print(f"\ngoal (random's {args.evals}-evaluation hypervolume within {GOAL_EVALS} evaluations, median over seeds): "
           + ", ".join(f"{name} {_median_reach(summary[name]['reach'], args.evals)} ({'met' if _median_reach(summary[name]['reach'], args.evals) <= GOAL_EVALS else 'not met'})"
                       for name in samplers if name != "random"))

@@ -24,7 +24,7 @@ class SearchSettings:
     space: str = "mobile"
     objectives: list[str] = field(default_factory=lambda: ["distill", "latency_ms@pixel4"])
     constraints: list[str] = field(default_factory=lambda: ["latency_ms@pixel4<=80"])
-    sampler: str = "nsga2"  # nsga2 (NSGA-II), tpe (multi-objective TPE) or random
+    sampler: str = "tpe"  # tpe (multi-objective TPE), nsga2 (NSGA-II), gp (Gaussian process) or random; bench/search.py efficiency
     trials: int = 200  # candidates evaluated by a Ray trial (screened-out ones are free and not counted)
     # No new candidate after this many seconds of a session (running trials finish); None: no limit.
     # The default search ends by this budget (about 10 minutes with start-up, the last trials and
@@ -148,5 +148,5 @@ class SearchSettings:
 # What `nas search` with no arguments runs: the embedded mobile space, the shipped Pixel 4 profile,
 # the default teacher and corpus with the search distillation preset; about ten minutes on 2 cores.
 # Its time budget, not `trials`, ends it (some 20-40 probe-scored distillations on 2 cores), so
-# generations of 8.
+# generations of 8 should --sampler nsga2 be asked for (TPE, the default, has no generations).
 DEFAULTS = SearchSettings(population_size=8)
