@@ -68,12 +68,13 @@ def test_a_request_no_node_can_hold_is_refused(ray_with_a_gpu, tmp_path):
 
 
 def test_trials_are_placed_on_the_gpu_and_share_it(ray_with_a_gpu, tmp_path):
-    from nas.search.tune import _concurrency, run_search
+    from nas.search.cluster import concurrency
+    from nas.search.tune import run_search
 
     settings = SearchSettings(**TINY_SEARCH, trials=4, gpus_per_trial=0.5)
     # 2 CPUs and 1 GPU: two trials of half a GPU fit at once, one of a whole GPU
-    assert _concurrency(settings) == 2
-    assert _concurrency(SearchSettings(**TINY_SEARCH, trials=4, gpus_per_trial=1)) == 1
+    assert concurrency(settings) == 2
+    assert concurrency(SearchSettings(**TINY_SEARCH, trials=4, gpus_per_trial=1)) == 1
     run = RunDir(tmp_path / "gpu")
     outcome = run_search(settings, run, progress=False)
     assert outcome.ray_trials == 4 and {r["status"] for r in read_trials_csv(run.trials_csv) if r["tune_trial_id"]} == {"ok"}

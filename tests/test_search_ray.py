@@ -154,15 +154,15 @@ def test_node_names_the_ray_node_by_ip_and_id(finished_run):
 def test_asha_stopped_and_errored_trials_are_told_to_optuna_as_pruned_and_failed(local_ray, tmp_path):
     import optuna
 
-    from nas.search import tune as search_tune
+    from nas.search import searcher as search_driver
 
     settings = SearchSettings(space="tiny", objectives=["params", "flops"], constraints=[], trials=3, sampler="random")
     run = RunDir(tmp_path / "unit")
     run.root.mkdir()
-    driver = search_tune._Driver(run, settings, load_space("tiny"), progress=False)
-    search_tune._DRIVERS[str(run.root)] = driver
+    driver = search_driver.Driver(run, settings, load_space("tiny"), progress=False)
+    search_driver.DRIVERS[str(run.root)] = driver
     try:
-        searcher = search_tune.ParetoOptunaSearch(
+        searcher = search_driver.ParetoOptunaSearch(
             str(run.root), space=optuna_study.distributions(driver.space), metric=["params", "flops"], mode=["min", "min"],
             sampler=optuna.samplers.RandomSampler(seed=0), storage=optuna_study.journal_storage(run.journal_path),
             study_name=optuna_study.STUDY_NAME,
@@ -183,7 +183,7 @@ def test_asha_stopped_and_errored_trials_are_told_to_optuna_as_pruned_and_failed
         assert states[configs["done"]["trial"]] == "COMPLETE" and rows["done"]["status"] == "ok"
         assert [p["trial"] for p in json.loads(run.pareto_json.read_text())["front"]] == [configs["done"]["trial"]]
     finally:
-        search_tune._DRIVERS.pop(str(run.root), None)
+        search_driver.DRIVERS.pop(str(run.root), None)
 
 
 def test_a_time_budget_ends_the_search_early_and_cleanly(local_ray, tmp_path):
