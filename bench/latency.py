@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 import nas  # noqa: E402
 from nas.space import load_space  # noqa: E402
-from predictors.cli import fit_predictor, merge_sets  # noqa: E402
+from predictors.data import merge_sets  # noqa: E402
+from predictors.train import fit_predictor  # noqa: E402
 from predictors.data import MeasurementSet, now_iso  # noqa: E402
 from predictors.evaluate import evaluate, format_table, save_report  # noqa: E402
 from predictors.fit import Rows, fit_structural, kernel_rows, predict_rows, scores  # noqa: E402

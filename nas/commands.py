@@ -5,10 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nas.arch import ArchConfig
-from nas.errors import NasError
 from nas.graph import count
-from nas.references import reference, reference_names
+from nas.references import load_genome, reference, reference_names
 from nas.space import load_space
 from nas.cli import positive_int as _positive_int
 
@@ -47,17 +45,6 @@ def register(subparsers) -> None:
     )
     reproduce.add_argument("--seed", type=int, default=0, help="seed of the distillation runs")
     reproduce.set_defaults(func=_reproduce)
-
-
-
-
-def load_genome(spec: str) -> ArchConfig:
-    """A genome from a JSON file, or a reference design's by name."""
-    if spec in reference_names():
-        return reference(spec).arch
-    if not Path(spec).exists():
-        raise NasError(f"{spec}: neither a genome file nor a reference name ({', '.join(reference_names())})")
-    return ArchConfig.load(spec)
 
 
 def _space_show(args) -> int:

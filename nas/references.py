@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nas.arch import ArchConfig
 from nas.errors import NasError
@@ -153,3 +154,12 @@ def reference(name: str) -> Reference:
         return _REGISTRY[name]
     except KeyError:
         raise NasError(f"unknown reference {name!r}; known: {', '.join(_REGISTRY)}") from None
+
+
+def load_genome(spec: str) -> ArchConfig:
+    """A genome from a JSON file, or a reference design's by name."""
+    if spec in reference_names():
+        return reference(spec).arch
+    if not Path(spec).exists():
+        raise NasError(f"{spec}: neither a genome file nor a reference name ({', '.join(reference_names())})")
+    return ArchConfig.load(spec)

@@ -59,7 +59,7 @@ def latency_rows(names: list[str]) -> list[dict]:
 
 def distill_rows(names: list[str], config) -> list[dict]:
     """Each reference's quality score at the given distillation settings (cached per genome and settings)."""
-    from nas.distill.store import cached_score
+    from nas.distill.run import cached_score
 
     rows = []
     for name in names:

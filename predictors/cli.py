@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from nas.cli import positive_int as _positive_int
-from nas.commands import load_genome
+from nas.references import load_genome
 from nas.errors import NasError
+from predictors.data import merge_sets
+from predictors.train import fit_predictor
 
 # Readings of one genome in an ingest that differ by more than this (max - min over the median)
 # are a conflict: kept in the file, refused for the fit (the harness's own default max spread).
@@ -272,74 +273,6 @@ def _microbench(args) -> int:
         print(f"{r['name']:<44} {r['latency_ms']:>11.4f} {r['spread']:>7.1%}{'' if r['trusted'] else '  REFUSED'}")
     print(f"wrote {out} ({trusted} of {len(records)} kernels trusted)")
     return 0
-
-
-def merge_sets(paths: list[str]):
-    """One measurement set from several of the same device, runtime, threads and seq len."""
-    from predictors.data import MeasurementSet
-
-    sets = [MeasurementSet.load(p) for p in paths]
-    first = sets[0]
-    for other in sets[1:]:
-        for key in ("device", "runtime", "precision", "threads", "seq_len"):
-            if getattr(other, key) != getattr(first, key):
-                raise NasError(f"{other.path}: {key} {getattr(other, key)!r} differs from {first.path}'s {getattr(first, key)!r}; fit one setting at a time")
-    merged = MeasurementSet(first.device, first.runtime, first.threads, first.seq_len, meta=dict(first.meta), path=", ".join(paths),
-                            precision=first.precision)
-    for s in sets:
-        merged.records.extend(s.records)
-        merged.genomes.update(s.genomes)
-        merged.kernels.extend(s.kernels)
-    return merged
-
-
-def fit_predictor(data, use_kernels: bool = True, kernel_weight: float = 0.3, sources: list[str] | None = None):
-    """Fit the structural predictor on a measurement set; provenance records data, method and errors."""
-    import numpy as np
-
-    from predictors.evaluate import anchor_records
-    from predictors.fit import cross_validate, fit_structural, predict_rows, rows_from_set, scores
-    from predictors.harness import library_versions
-    from predictors.predictor import Predictor
-
-    rows = rows_from_set(data, use_kernels=use_kernels)
-    trusted_kernels = [k for k in data.kernels if k.get("trusted", True)] if use_kernels else []
-    coefficients = fit_structural(rows, kernel_weight=kernel_weight)
-    e2e = ~rows.kernel
-    fitted = predict_rows(coefficients, rows.x[e2e])
-    train_scores = scores(rows.y[e2e], fitted)
-    cv_scores = None
-    if e2e.sum() >= 10:
-        cv_scores = scores(rows.y[e2e], cross_validate(rows, folds=5, kernel_weight=kernel_weight))
-    meta = data.meta
-    provenance = {
-        "method": "non-negative least squares of relative error over op-graph features"
-                  + (" (end-to-end and kernel rows)" if trusted_kernels else " (end-to-end rows)"),
-        "fitted_on": {
-            "measurements": sources or [data.path],
-            "genomes": int(e2e.sum()),
-            "kernels": len(trusted_kernels),
-            "excluded_untrusted": len(data.records) - len(data.trusted_records()),
-            "source": meta.get("source"),
-            "clock": meta.get("clock"),
-            "protocol": meta.get("protocol"),
-            "measured_at": meta.get("started_at"),
-            "load_average": [meta.get("load_average_start"), meta.get("load_average_end")],
-            "runtime_version": meta.get("runtime_version"),
-            "measured_with": meta.get("library_versions"),
-        },
-        "kernel_weight": kernel_weight if trusted_kernels else None,
-        "train_scores": train_scores,
-        "cross_validation_5fold": cv_scores,
-        # re-measured by `nas latency evaluate` to tell the machine's drift from prediction error
-        "anchors": anchor_records(data, 10),
-        "fitted_with": library_versions(),
-        "fitted_at": _now(),
-        "latency_range_ms": [float(np.min(rows.y[e2e])), float(np.max(rows.y[e2e]))],
-    }
-    description = meta.get("description", {})
-    return Predictor(data.device, data.runtime, data.threads, data.seq_len, coefficients, description, provenance,
-                     precision=data.precision)
 
 
 def _fit(args) -> int:

@@ -216,10 +216,12 @@ class MeasurementSet:
         return cls(data["device"], data["runtime"], data["threads"], data["seq_len"], records, genomes, kernels, meta, str(path), precision)
 
 
+# The numeric precision a latency was measured at: part of a device's identity (predictors.quantize).
+PRECISIONS = ("fp32", "int8", "bf16")
+
+
 def read_precision(data: dict, where: str) -> str:
     """The file's 'precision' field, checked; files written before precision was recorded are fp32."""
-    from predictors.quantize import PRECISIONS
-
     precision = data.get("precision", "fp32")
     if precision not in PRECISIONS:
         raise NasError(f"{where}: field 'precision': {precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -242,3 +244,20 @@ def _check_record(record: Any, where: str, genomes: dict[str, ArchConfig]) -> No
         raise NasError(f"{where}: field 'latency_ms' must be a positive number, got {record.get('latency_ms')!r}")
     if "trusted" in record and not isinstance(record["trusted"], bool):
         raise NasError(f"{where}: field 'trusted' must be true or false (JSON booleans), got {record['trusted']!r}")
+
+
+def merge_sets(paths: list[str]):
+    """One measurement set from several of the same device, runtime, threads and seq len."""
+    sets = [MeasurementSet.load(p) for p in paths]
+    first = sets[0]
+    for other in sets[1:]:
+        for key in ("device", "runtime", "precision", "threads", "seq_len"):
+            if getattr(other, key) != getattr(first, key):
+                raise NasError(f"{other.path}: {key} {getattr(other, key)!r} differs from {first.path}'s {getattr(first, key)!r}; fit one setting at a time")
+    merged = MeasurementSet(first.device, first.runtime, first.threads, first.seq_len, meta=dict(first.meta), path=", ".join(paths),
+                            precision=first.precision)
+    for s in sets:
+        merged.records.extend(s.records)
+        merged.genomes.update(s.genomes)
+        merged.kernels.extend(s.kernels)
+    return merged

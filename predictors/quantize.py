@@ -19,9 +19,8 @@ import logging
 from pathlib import Path
 
 from nas.errors import NasError
-from predictors.data import atomic_path
+from predictors.data import PRECISIONS, atomic_path
 
-PRECISIONS = ("fp32", "int8", "bf16")
 # Which runtime can run which precision on this machine.
 RUNTIME_PRECISIONS = {"onnxruntime": ("fp32", "int8"), "torch": ("fp32", "bf16")}
 

@@ -209,15 +209,15 @@ def test_probe_scored_run_reports_the_probe_as_its_score(small_config):
 
 
 def test_cached_score_computes_once_per_genome_and_settings(small_config, monkeypatch):
-    from nas.distill import store
+    from nas.distill import run
 
-    first = store.cached_score(TINY, small_config.replace(precision="fp32"))
+    first = run.cached_score(TINY, small_config.replace(precision="fp32"))
     assert first["status"] == "ok" and first["arch_id"] == TINY.id and first["score"] == first["cosine"]
 
     def no_training(*args, **kwargs):
         raise AssertionError("distilled again")
 
     monkeypatch.setattr("nas.distill.run.distill", no_training)
-    assert store.cached_score(TINY, small_config.replace(precision="fp32", threads=2)) == first  # threads do not count
+    assert run.cached_score(TINY, small_config.replace(precision="fp32", threads=2)) == first  # threads do not count
     with pytest.raises(AssertionError, match="distilled again"):
-        store.cached_score(TINY, small_config.replace(precision="fp32", seed=1))  # the seed does
+        run.cached_score(TINY, small_config.replace(precision="fp32", seed=1))  # the seed does

@@ -219,7 +219,7 @@ def test_machine_drift_is_measured_on_training_genomes_and_corrected():
 
 
 def test_a_profile_carries_anchors_so_a_later_session_measures_and_corrects_its_drift(tmp_path):
-    from predictors.cli import fit_predictor
+    from predictors.train import fit_predictor
     from predictors.evaluate import anchor_set, drift_corrected
 
     truth = _synthetic_truth()

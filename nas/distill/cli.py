@@ -84,7 +84,7 @@ def config_from_args(args) -> "DistillConfig":  # noqa: F821 - imported lazily t
 
 
 def _distill(args) -> int:
-    from nas.commands import load_genome
+    from nas.references import load_genome
     from nas.distill.run import distill
     from nas.distill.store import check_save_dir, save_student
     from nas.distill.teacher import load_teacher

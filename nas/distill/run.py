@@ -15,20 +15,22 @@ bit for bit on a CPU. On CUDA some backward kernels add with atomics (docs/disti
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from nas.arch import ArchConfig
 from nas.distill.config import DistillConfig, DistillError
-from nas.distill.data import DistillData, TargetStore, prepare_data
-from nas.distill.data import mean_pool
-from nas.distill.quality import probe_score
+from nas.distill.data import DistillData, TargetStore, mean_pool, prepare_data
 from nas.distill.losses import LinearReadout, LossWeights, Projections, distillation_losses, layer_mapping
+from nas.distill.quality import probe_score
 from nas.distill.teacher import Teacher, load_teacher
 from nas.model import Encoder, EncoderOutput, build_model
 from nas.precision import autocast, device_model
@@ -468,3 +470,36 @@ def _progress_bar(steps: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=steps, desc="distill", unit="step", leave=False, disable=None)
+
+
+def cached_score(arch: ArchConfig, config: DistillConfig) -> dict[str, Any]:
+    """The outcome of ``distill(arch, config)`` without the weights, computed once per genome and settings.
+
+    Kept as JSON in ``<cache>/quality/`` under the genome's id and a hash of the settings that decide
+    the numbers (not threads, the device or the cache folder), so ``nas reproduce --quality`` and ``nas report``
+    place the reference designs on the quality axis without distilling them again.
+    """
+    decisive = {k: v for k, v in config.to_dict().items() if k not in ("threads", "device", "cache_dir")}
+    digest = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(config.resolved_cache_dir) / "quality" / f"{arch.id}-{digest}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass  # not cached yet, or unreadable: compute it again
+    result = distill(arch, config)
+    last = result.checkpoints[-1] if result.checkpoints else None
+    record = {
+        "arch_id": arch.id, "status": result.status, "score": result.score,
+        "cosine": last.cosine if last else None, "probe": last.probe if last else None,
+        "heldout_loss": result.heldout_loss, "params": result.params,
+        "seconds": round(result.elapsed_s, 1), "precision": result.precision,
+        "device": result.device, "hardware": result.hardware, "settings": decisive,
+    }  # fmt: skip
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs a recomputation next time
+    return record

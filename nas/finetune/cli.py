@@ -105,7 +105,7 @@ def _student(args):
         encoder = load_student(path)
         tokenizer = _folder_tokenizer(path) or load_teacher(None).tokenizer
         return encoder, tokenizer, str(path)
-    from nas.commands import load_genome
+    from nas.references import load_genome
     from nas.distill import DistillConfig, distill
 
     arch = load_genome(args.arch)

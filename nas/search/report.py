@@ -69,7 +69,7 @@ class RunResults:
             scorer = CheapScorer(cheap, settings.seq_len)
             references = {name: scorer.scores(reference(name).arch) for name in reference_names()}
             if any(o.name == "distill" for o in objectives):
-                from nas.distill.store import cached_score
+                from nas.distill.run import cached_score
 
                 config = settings.distill_config()
                 for name in settings.quality_references:

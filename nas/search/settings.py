@@ -47,7 +47,7 @@ class SearchSettings:
     asha_reduction_factor: int = 3
     asha_grace_fraction: float = 0.25  # first rung at this fraction of the distillation steps
     # Reference designs placed on the quality axis of the report: distilled with the search's own
-    # settings once, then cached (nas.distill.store.cached_score). [] to skip.
+    # settings once, then cached (nas.distill.run.cached_score). [] to skip.
     quality_references: list[str] = field(default_factory=lambda: ["mobilebert", "mobilebert-tiny"])
     keep_students: bool = False  # save Pareto students' weights (safetensors) for `nas export`
     max_failures: int = 2  # Ray retries of a trial whose worker or node died
