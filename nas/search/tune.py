@@ -18,7 +18,7 @@ Flow of one candidate:
    stopped is told as PRUNED, never as a complete point (Ray's OptunaSearch would tell it
    COMPLETE with its partial score).
 
-Multi-objective notes (../shared/STACK-NOTES.md): metric and mode lists go to OptunaSearch only,
+Multi-objective notes: metric and mode lists go to OptunaSearch only,
 never to TuneConfig; the Pareto front is computed here (``nas.search.pareto``).
 """
 
