@@ -286,18 +286,23 @@ _LABEL_OFFSETS = [(4, 4), (4, -11), (-4, 4), (-4, -11), (4, 14), (4, -21), (-4, 
 def _separate_labels(ax) -> None:
     """Move point labels (stars' names) off each other and off fixed labels, trying a few offsets."""
     from matplotlib.text import Annotation
+    from matplotlib.transforms import Bbox
 
     renderer = ax.figure.canvas.get_renderer()
     texts = [t for t in ax.texts if isinstance(t, Annotation) and t.get_text()]
     movable = [t for t in texts if t.get_anncoords() == "offset points"]
     placed = [t.get_window_extent(renderer) for t in texts if t not in movable]
+    # The markers the labels name: a label must not cover another label's star either.
+    radius = 8.0 * ax.figure.dpi / 72.0
+    markers = {id(t): Bbox.from_extents(*(ax.transData.transform(t.xy) - radius), *(ax.transData.transform(t.xy) + radius)) for t in movable}
     for text in movable:
+        obstacles = placed + [box for owner, box in markers.items() if owner != id(text)]
         best = None
         for dx, dy in _LABEL_OFFSETS:
             text.xyann = (dx, dy)
             text.set_horizontalalignment("left" if dx > 0 else "right")
             box = text.get_window_extent(renderer)
-            overlap = sum(_overlap_area(box, other) for other in placed)
+            overlap = sum(_overlap_area(box, other) for other in obstacles)
             if best is None or overlap < best[0]:
                 best = (overlap, (dx, dy))
             if overlap == 0:
@@ -466,6 +471,8 @@ def _quiet_views(warnings: Any, optuna: Any) -> None:
     # It reminds on every call that it ranks low target values; the target is signed for that.
     warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
     warnings.filterwarnings("ignore", message="Attempting to set identical low and high ylims")  # a parameter that never varied
+    # Narrowed dimensions are separate parameters (`hidden_size|512/768`), each seen in a few trials.
+    warnings.filterwarnings("ignore", message="Some regimes for parameter")
 
 
 def _hypervolume_reference(trials: list[Any], objectives: list[Objective]) -> list[float]:
