@@ -1,13 +1,15 @@
-"""Errors a user can act on. The CLI prints them as one line and exits with code 2."""
+"""Errors a user can act on (the CLI prints them as one line and exits with code 2), the one place
+that reads a user's files, and the one that writes outputs (atomically: complete or absent)."""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 
 class NasError(ValueError):
@@ -85,3 +87,36 @@ def check_writable_folder(path: str | os.PathLike, flag: str = "") -> None:
         raise NasError(f"{label}: cannot write in {probe} ({reason}); choose a folder you can write to") from None
     os.close(fd)
     os.unlink(name)
+
+
+# ---- the one place that writes outputs ----------------------------------------------------------------
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary name next to `path` to write to; flushed to disk and renamed to `path` when the
+    block succeeds, removed when it fails: readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; outputs are for sharing
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` through ``atomic_path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, indent: int = 2) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=indent) + "\n")

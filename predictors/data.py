@@ -8,18 +8,15 @@ predictor can always say exactly what it was fitted on.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from nas.arch import ArchConfig, ArchError
-from nas.errors import NasError, read_user_text
+from nas.errors import NasError, atomic_write_text, read_user_text
 
 MEASUREMENTS_FORMAT = "nas-latency-measurements"
 MEASUREMENTS_VERSION = 1
@@ -43,28 +40,9 @@ def check_writable(path: str | Path, force: bool = False) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
-    """A temporary name next to `path` to write to; renamed to `path` when the block succeeds,
-    removed when it fails: readers see the old file or the whole new one, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` via a temporary file in the same folder and rename (see ``atomic_path``)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)
+    """Write `text` so readers see the old file or the new one (``nas.errors.atomic_write_text``)."""
+    return atomic_write_text(path, text)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:

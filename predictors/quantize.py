@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from nas.errors import NasError
-from predictors.data import PRECISIONS, atomic_path
+from nas.errors import NasError, atomic_path
+from predictors.data import PRECISIONS
 
 # Which runtime can run which precision on this machine.
 RUNTIME_PRECISIONS = {"onnxruntime": ("fp32", "int8"), "torch": ("fp32", "bf16")}

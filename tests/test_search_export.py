@@ -22,7 +22,8 @@ from nas.distill import load_student
 from nas.hf import arch_from_config
 from nas.search.export import export_front
 from nas.search.objectives import parse_objectives
-from nas.search.run_dir import RunDir, atomic_write_json, pareto_document
+from nas.errors import atomic_write_json
+from nas.search.run_dir import RunDir, pareto_document
 from nas.search.settings import SearchSettings
 
 SMALL = dict(vocab_size=30522, max_position_embeddings=64, num_layers=2, hidden_size=32, embedding_size=16,

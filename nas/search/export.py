@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from nas.arch import ArchConfig
-from nas.errors import NasError
-from nas.search.run_dir import RunDir, atomic_write_json, load_front
+from nas.errors import NasError, atomic_write_json
+from nas.search.run_dir import RunDir, load_front
 
 
 def export_front(

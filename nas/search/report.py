@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from nas.errors import NasError, check_writable_folder
+from nas.errors import NasError, atomic_write_text, check_writable_folder
 from nas.references import reference, reference_names
 from nas.search.objectives import CheapScorer, Constraint, Objective, parse_constraints
-from nas.search.run_dir import RunDir, atomic_write_text, load_front, read_trials_csv
+from nas.search.run_dir import RunDir, load_front, read_trials_csv
 from nas.search.settings import SearchSettings
 
 _LABELS = {

@@ -23,14 +23,13 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterable
 
 from nas.arch import ArchConfig
-from nas.errors import NasError, open_user_file
+from nas.errors import NasError, atomic_write_json, atomic_write_text, open_user_file
 from nas.search.objectives import Objective
 from nas.search.pareto import non_dominated
 
@@ -51,26 +50,6 @@ STATUSES = {
 }
 _FIXED_COLUMNS = ["trial", "status", "reason", "genome_id"]
 _TAIL_COLUMNS = ["elapsed_s", "step", "restarts", "tune_trial_id", "node"]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def resolve_run(name_or_path: str | Path) -> Path:

@@ -39,7 +39,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from nas.errors import NasError, check_writable_folder
+from nas.errors import NasError, atomic_write_json, atomic_write_text, check_writable_folder
 from nas.search import study as optuna_study
 from nas.search.cluster import check_address, check_resources, concurrency, connect
 from nas.search.objectives import CheapScorer, Constraint, Objective, check_feasible, parse_constraints, parse_objectives
@@ -231,8 +231,6 @@ def run_search(
         started_ray = connect(address, num_cpus)
         check_resources(settings)
         if not resume:  # the run exists from here on (all checks passed)
-            from nas.search.run_dir import atomic_write_json, atomic_write_text
-
             atomic_write_text(run.space_path, Path(space.path).read_text())
             atomic_write_json(run.settings_path, settings.to_dict())
         optuna_study.quiet_optuna()
