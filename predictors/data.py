@@ -40,13 +40,8 @@ def check_writable(path: str | Path, force: bool = False) -> Path:
     return path
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` so readers see the old file or the new one (``nas.errors.atomic_write_text``)."""
-    return atomic_write_text(path, text)
-
-
 def write_json_atomic(path: str | Path, data: Any) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+    return atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
 def read_json(path: str | Path, what: str) -> Any:

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nas.errors import NasError
-from predictors.data import MeasurementSet, write_json_atomic, write_text_atomic
+from nas.errors import NasError, atomic_write_text
+from predictors.data import MeasurementSet, write_json_atomic
 from predictors.fit import FlopsLinear, HatMLP, scores
 from predictors.predictor import Predictor
 
@@ -235,6 +235,6 @@ def save_report(report: dict[str, Any], folder: str | Path) -> dict[str, Path]:
     folder = Path(folder)
     return {
         "json": write_json_atomic(folder / "evaluation.json", report),
-        "markdown": write_text_atomic(folder / "evaluation.md", format_table(report)),
+        "markdown": atomic_write_text(folder / "evaluation.md", format_table(report)),
         "plot": plot(report, folder / "predicted_vs_measured.png"),
     }

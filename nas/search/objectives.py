@@ -285,3 +285,10 @@ def _descend(space: Space, start: dict[str, Any], total: Callable[[ArchConfig], 
             break
     return best, values
 
+
+def parse_scoring(objectives: list[str], constraints: list[str], seq_len: int) -> tuple[list[Objective], list[Constraint], CheapScorer]:
+    """A search's objectives, constraints, and the scorer of every cheap score they need."""
+    parsed_objectives = parse_objectives(objectives)
+    parsed_constraints = parse_constraints(constraints)
+    cheap = [o.name for o in parsed_objectives if not o.expensive] + [c.metric for c in parsed_constraints]
+    return parsed_objectives, parsed_constraints, CheapScorer(cheap, seq_len)

@@ -19,7 +19,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from nas.arch import ArchConfig, ArchError
 from nas.search import study as optuna_study
-from nas.search.objectives import CheapScorer, Objective, parse_constraints, parse_objectives
+from nas.search.objectives import Objective, parse_scoring
 from nas.search.run_dir import RunDir, TrialLog
 from nas.search.settings import SearchSettings
 from nas.space import Space
@@ -61,10 +61,7 @@ class Driver:
         self.run = run
         self.settings = settings
         self.space = space
-        self.objectives = parse_objectives(settings.objectives)
-        self.constraints = parse_constraints(settings.constraints)
-        cheap = [o.name for o in self.objectives if not o.expensive] + [c.metric for c in self.constraints]
-        self.scorer = CheapScorer(cheap, settings.seq_len)
+        self.objectives, self.constraints, self.scorer = parse_scoring(settings.objectives, settings.constraints, settings.seq_len)
         if optuna_study.repair_journal(run.journal_path):
             log.warning("%s: cut a torn last line (the driver was killed while writing it)", run.journal_path)
         self.study = optuna_study.open_study(run.journal_path, [o.direction for o in self.objectives])

@@ -42,7 +42,7 @@ from ray.tune.search import ConcurrencyLimiter
 from nas.errors import NasError, atomic_write_json, atomic_write_text, check_writable_folder
 from nas.search import study as optuna_study
 from nas.search.cluster import check_address, check_resources, concurrency, connect
-from nas.search.objectives import CheapScorer, Constraint, Objective, check_feasible, parse_constraints, parse_objectives
+from nas.search.objectives import CheapScorer, Constraint, Objective, check_feasible, parse_scoring
 from nas.search.run_dir import RunDir
 from nas.search.searcher import DRIVERS, Driver, ParetoOptunaSearch, settle_orphans
 from nas.search.settings import SearchSettings
@@ -179,10 +179,7 @@ def prepare(settings: SearchSettings, space: Space) -> tuple[list[Objective], li
     Raises NasError with one line before any work starts.
     """
     settings.check()
-    objectives = parse_objectives(settings.objectives)
-    constraints = parse_constraints(settings.constraints)
-    cheap = [o.name for o in objectives if not o.expensive] + [c.metric for c in constraints]
-    scorer = CheapScorer(cheap, settings.seq_len)
+    objectives, constraints, scorer = parse_scoring(settings.objectives, settings.constraints, settings.seq_len)
     if any(o.expensive for o in objectives):
         settings.distill_config()  # a bad field fails here, not in every trial
     check_feasible(space, constraints, scorer, seed=settings.seed)
