@@ -247,19 +247,31 @@ def fit_head(encoder: Encoder, data: Encoded, num_labels: int, batch_size: int, 
              device: torch.device = torch.device("cpu")) -> tuple[dict[str, torch.Tensor], float]:
     """A linear head fit by multinomial logistic regression on the frozen encoder's pooled features.
 
-    Full-batch Adam on standardised features (any encoder's scale, NoNorm's included, fits the
-    same way), folded back into a head that reads the raw features. Deterministic. Returns the
-    head's state (on the CPU) and its final training loss. The encoder runs on ``device``, the fit on the CPU.
+    Returns the head's state (on the CPU) and its final training loss. The encoder runs on
+    ``device``, the fit on the CPU. Deterministic.
     """
+    return fit_linear_head(pooled_features(encoder, data, batch_size, precision, device), data.labels, num_labels)
+
+
+@torch.no_grad()
+def pooled_features(encoder: Encoder, data: Encoded, batch_size: int, precision: str,
+                    device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """(N, H) fp32 on the CPU: the mean-pooled last hidden state, the features the head reads."""
     encoder = _on(encoder, device).eval()
+    features = []
+    for lo in range(0, len(data.labels), batch_size):
+        ids, mask, types = _trimmed(data, torch.arange(lo, min(lo + batch_size, len(data.labels))), device)
+        with autocast(precision, device):
+            hidden = encoder(ids, attention_mask=mask, token_type_ids=types).last_hidden_state.float()
+        features.append(mean_pool(hidden, mask).cpu())
+    return torch.cat(features)
+
+
+def fit_linear_head(x: torch.Tensor, labels: torch.Tensor, num_labels: int) -> tuple[dict[str, torch.Tensor], float]:
+    """Multinomial logistic regression on features ``x``: full-batch Adam on standardised features
+    (any encoder's scale, NoNorm's included, fits the same way), folded back into a head
+    (``weight``, ``bias``) that reads the raw features. Returns the head and its final training loss."""
     with torch.no_grad():
-        features = []
-        for lo in range(0, len(data.labels), batch_size):
-            ids, mask, types = _trimmed(data, torch.arange(lo, min(lo + batch_size, len(data.labels))), device)
-            with autocast(precision, device):
-                hidden = encoder(ids, attention_mask=mask, token_type_ids=types).last_hidden_state.float()
-            features.append(mean_pool(hidden, mask).cpu())
-        x = torch.cat(features)
         mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
         z = (x - mean) / std
     linear = nn.Linear(x.shape[1], num_labels)
@@ -267,7 +279,7 @@ def fit_head(encoder: Encoder, data: Encoded, num_labels: int, batch_size: int, 
     nn.init.zeros_(linear.bias)
     optimizer = torch.optim.Adam(linear.parameters(), lr=0.05)
     for _ in range(PROBE_FIT_STEPS):
-        loss = nn.functional.cross_entropy(linear(z), data.labels) + 1e-3 * linear.weight.square().sum()
+        loss = nn.functional.cross_entropy(linear(z), labels) + 1e-3 * linear.weight.square().sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
