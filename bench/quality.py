@@ -422,6 +422,102 @@ def run_proxies(args) -> None:
         tqdm.write(f"{name}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k.endswith("_score")))
 
 
+# ---- readouts: what to read from a short run --------------------------------------------------
+
+READOUT_CSV = RESULTS / "quality_readouts.csv"
+READOUT_STEPS = (0, 30, 120)  # before training (the teacher-initialised student), a quarter of the default run, all of it
+READOUT_FIT, READOUT_READ = 4000, 2000  # glosses of the task's train split: fit a readout, score it (the dev split is never read)
+READOUT_FIELDS = ["name", "params", "distill_s", "heldout",
+                  *[c for s in READOUT_STEPS for c in (f"ridge{s}", f"lp{s}", f"ridge{s}_small", f"lp{s}_small", f"readout{s}_s")],
+                  "status"]
+
+
+def run_readouts(args) -> None:
+    """Several readouts of the same default run (bf16, 120 steps) at several of its steps.
+
+    Per genome and step: a logistic head on the last layer's pooled features (``lp``, the ground
+    truth's own readout, on fewer examples), the shipped ridge probe on the pooled embedding output
+    and last layer (``ridge``), each at the full (4,000 / 2,000) and at the shipped probe's size
+    (2,000 / 1,000, ``_small``), and at step 0 (``init``: no distillation at all, a training-free
+    proxy). One forward pass per step feeds all four.
+    """
+    from tqdm import tqdm
+
+    from nas.distill import DistillConfig, distill
+    from nas.distill.quality import ridge_probe_accuracy
+    from nas.distill.run import _init_word_embeddings
+    from nas.distill.teacher import load_teacher
+    from nas.finetune.run import encode, fit_linear_head
+    from nas.finetune.tasks import load_task
+    from nas.model import build_model
+
+    torch.set_num_threads(args.threads)
+    genomes = selected(args)
+    teacher = load_teacher(None)
+    task = load_task("wordnet-supersense", max_train=READOUT_FIT + READOUT_READ, max_dev=2)
+    data = encode(teacher.tokenizer, task.train_texts, None, task.train_labels, TASKS["supersense"][1])
+    order = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(0))
+    fit, read = order[:READOUT_FIT], order[READOUT_FIT:]
+    small = (fit[: READOUT_FIT // 2], read[: READOUT_READ // 2])
+    config = DistillConfig(seed=0, threads=args.threads, num_checkpoints=4)
+    todo = [n for n in genomes if n not in done_names(READOUT_CSV)]
+    if args.reverse:
+        todo.reverse()
+    claims = STUDENTS.parent / "readout-claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    for name in tqdm(todo, desc="readouts", unit="genome"):
+        if name in done_names(READOUT_CSV) or _claimed_by_another(claims / name):
+            continue  # finished, or being read by another live process (one per core)
+        (claims / name).write_text(str(os.getpid()))
+        arch = genomes[name]
+        row: dict = {"name": name, "params": nas.count(arch).params}
+        began = time.perf_counter()
+        result = distill(arch, config, snapshot_steps=READOUT_STEPS[1:])
+        row["distill_s"] = round(time.perf_counter() - began, 1)
+        row["heldout"] = result.heldout_loss if result.heldout_loss is not None else ""
+        if result.status != "ok":
+            append_row(READOUT_CSV, {k: row.get(k, "") for k in READOUT_FIELDS} | {"status": result.status})
+            continue
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            student = build_model(arch, dropout=0.0)
+        _init_word_embeddings(student, teacher)
+        states = {0: student.state_dict()} | result.snapshots
+        for step in READOUT_STEPS:
+            student.load_state_dict(states[step])
+            t = time.perf_counter()
+            embedded, last = _both_features(student, data, result.precision)
+            both = torch.cat([embedded, last], 1).double()
+            for suffix, (f, r) in (("", (fit, read)), ("_small", small)):
+                row[f"ridge{step}{suffix}"] = round(ridge_probe_accuracy(both[f], data.labels[f], both[r], data.labels[r], task.num_labels), 5)
+                head, _ = fit_linear_head(last[f], data.labels[f], task.num_labels)
+                predicted = (last[r] @ head["weight"].T + head["bias"]).argmax(1)
+                row[f"lp{step}{suffix}"] = round(float((predicted == data.labels[r]).double().mean()), 5)
+            row[f"readout{step}_s"] = round(time.perf_counter() - t, 1)
+        row["status"] = "ok"
+        append_row(READOUT_CSV, {k: row.get(k, "") for k in READOUT_FIELDS})
+        tqdm.write(f"{name}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k[:2] in ("lp", "ri") and not k.endswith("_small")))
+
+
+@torch.no_grad()
+def _both_features(encoder, data, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean-pooled embedding output and last hidden state, fp32, one forward pass per batch."""
+    from nas.distill.data import mean_pool
+    from nas.precision import autocast
+
+    encoder.eval()
+    embedded, last = [], []
+    for lo in range(0, len(data.labels), 64):
+        mask = data.mask[lo : lo + 64]
+        length = max(1, int(mask.sum(1).max()))
+        mask = mask[:, :length]
+        with autocast(precision):
+            out = encoder(data.ids[lo : lo + 64, :length], attention_mask=mask, output_hidden_states=True)
+        embedded.append(mean_pool(out.hidden_states[0].float(), mask))
+        last.append(mean_pool(out.last_hidden_state.float(), mask))
+    return torch.cat(embedded), torch.cat(last)
+
+
 # ---- report ------------------------------------------------------------------------------------
 
 
@@ -467,8 +563,14 @@ def run_report(args) -> None:
     columns = sorted({k for n in both for k in _derived(proxies[n])})
     print(f"\nproxies on {len(both)} genomes ({len(big)} above 10M params): Kendall tau vs ground truth"
           + (" [5th, 95th percentile over 1,000 bootstrap draws of the dev set]" if resample else ""))
-    print(f"{'proxy':<28} {'all':>6} {'>10M':>6}")
     draws = [resample("bootstrap", seed)[0] for seed in range(1000)] if resample else []
+    resolved = _resolved_pairs(draws, both) if draws else []
+    if draws:
+        print(f"(pairs the ground truth orders the same way in >= 95 % of the bootstrap draws: {len(resolved)} of "
+              f"{len(both) * (len(both) - 1) // 2}; 'agree' = the share of them the proxy orders that way too)")
+        print(f"{'proxy':<28} {'all':>6} {'>10M':>6}   {'bootstrap all':>16}  {'bootstrap >10M':>16}  {'agree':>6}")
+    else:
+        print(f"{'proxy':<28} {'all':>6} {'>10M':>6}")
     for column in columns:
         values = {n: _derived(proxies[n]).get(column) for n in both}
         keep = [n for n in both if values[n] is not None]
@@ -477,6 +579,8 @@ def run_report(args) -> None:
         if draws:
             spread = [sorted(_tau(values, d, subset) for d in draws) for subset in (keep, keep_big)]
             line += "   " + "  ".join(f"[{s[50]:6.3f}, {s[949]:6.3f}]" for s in spread)
+            judged = [(a, b) for a, b in resolved if values.get(a) is not None and values.get(b) is not None]
+            line += f"  {sum(values[a] > values[b] for a, b in judged) / max(1, len(judged)):6.3f}"
         print(line)
     print("\nASHA: of the genomes in the top third at a run's last checkpoint, how many a first-rung cut "
           "(keep the top third) would have stopped; tau of the first rung vs the last")
@@ -514,6 +618,19 @@ def _dev_resampler(outcomes: dict, tasks: list[str], names: list[str]):
         return mean_accuracy(order[: size // 2]), mean_accuracy(order[size // 2 :])
 
     return resample
+
+
+def _resolved_pairs(draws: list[dict[str, float]], names: list[str]) -> list[tuple[str, str]]:
+    """(better, worse) pairs whose ground-truth order holds in at least 95 % of the bootstrap draws."""
+    pairs = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            share = sum(d[a] > d[b] for d in draws) / len(draws)
+            if share >= 0.95:
+                pairs.append((a, b))
+            elif share <= 0.05:
+                pairs.append((b, a))
+    return pairs
 
 
 def _median(values: list[float]) -> float:
@@ -574,7 +691,7 @@ def _tau(values: dict, gt: dict, names: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["genomes", "ground", "extra-task", "regrade", "proxies", "report"])
+    parser.add_argument("command", choices=["genomes", "ground", "extra-task", "regrade", "proxies", "readouts", "report"])
     parser.add_argument("--task", default="wordnet-pos", help="extra-task: the embedded task to fine-tune the kept students on")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", help="comma-separated genome names")
@@ -593,7 +710,7 @@ def main() -> None:
             cost = nas.count(arch, 128)
             print(f"{name:<20} {cost.params / 1e6:6.2f}M {2 * cost.macs / 1e9:7.2f} GFLOPs  {arch.id}")
         return
-    {"ground": run_ground, "extra-task": run_extra_task, "regrade": run_regrade, "proxies": run_proxies, "report": run_report}[args.command](args)
+    {"ground": run_ground, "extra-task": run_extra_task, "regrade": run_regrade, "readouts": run_readouts, "proxies": run_proxies, "report": run_report}[args.command](args)
 
 
 if __name__ == "__main__":
