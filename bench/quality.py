@@ -523,6 +523,9 @@ def _both_features(encoder, data, precision: str) -> tuple[torch.Tensor, torch.T
 
 def run_report(args) -> None:
     ground, proxies = read_rows(GROUND_CSV), read_rows(PROXY_CSV)
+    for name, row in read_rows(READOUT_CSV).items():  # the default run's other readouts, as proxies of their own
+        if name in proxies and row["status"] == "ok":
+            proxies[name] |= {f"readout_{k}_score": v for k, v in row.items() if k.startswith(("lp", "ridge"))}
     tasks = args.gt_tasks.split(",")
     accuracy: dict[str, dict[str, dict[str, float]]] = {}  # task -> half/full -> name -> accuracy
     outcomes: dict[str, dict] = {}  # task -> name -> the full budget's per-dev-example outcomes (lp- tasks)

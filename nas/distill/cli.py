@@ -11,8 +11,8 @@ from pathlib import Path
 from nas.cli import non_negative_float as _non_negative_float, positive_int as _positive_int
 from nas.errors import NasError, read_user_text
 
-HELP = ("distil a teacher into a genome for a short, fixed budget and score it (a downstream linear probe, "
-        "or the held-out cosine to the teacher)")
+HELP = ("distil a teacher into a genome for a short, fixed budget and score it (the held-out cosine to the "
+        "teacher, or a downstream linear probe)")
 
 
 def register(subparsers) -> None:
@@ -22,10 +22,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("distill", help=HELP, description=HELP)
     p.add_argument("--arch", required=True, help="GENOME.json, or a reference name (mobilebert, squeezebert, ...)")
     p.add_argument("--preset", choices=["default", "search", "quick"], default="default",
-                   help="default: the default run (probe-scored); search: the same scored once, as the search does; "
+                   help="default: the default run (360 steps, cosine-scored); search: the same scored once, as the search does; "
                    "quick: a cheap smoke test (teacher cosine, not a quality signal)")  # fmt: skip
-    p.add_argument("--score", choices=["probe", "cosine"], help="the quality read-out: a linear probe on the embedded "
-                   "downstream task (default) or the held-out cosine to the teacher's sentence embedding")  # fmt: skip
+    p.add_argument("--score", choices=["cosine", "probe"], help="the quality read-out: the held-out cosine to the "
+                   "teacher's sentence embedding (default) or a linear probe on the embedded downstream task")  # fmt: skip
     p.add_argument("--steps", type=_positive_int, help=f"training steps (default run: {defaults.steps})")
     p.add_argument("--seed", type=int, help="seed of the student's init and the data order (default 0)")
     p.add_argument("--teacher", help="a transformers BERT-family model folder or hub id, or a folder saved by --save "

@@ -38,7 +38,7 @@ class SearchSettings:
     gpus_per_trial: float = 0.0
     concurrency: int | None = None  # trials at once; None: as many as the cluster's nodes hold
     population_size: int | None = None  # NSGA-II generation size; None: min(50, max(8, trials // 12))
-    # Distillation: the preset of nas.distill.DistillConfig ("search": the default run, probe-scored
+    # Distillation: the preset of nas.distill.DistillConfig ("search": the default run, scored
     # once at its end; "quick" for smoke tests) and fields to override.
     distill_preset: str = "search"
     distill: dict[str, Any] = field(default_factory=dict)
@@ -147,6 +147,6 @@ class SearchSettings:
 
 # What `nas search` with no arguments runs: the embedded mobile space, the shipped Pixel 4 profile,
 # the default teacher and corpus with the search distillation preset; about ten minutes on 2 cores.
-# Its time budget, not `trials`, ends it (some 20-40 probe-scored distillations on 2 cores), so
+# Its time budget, not `trials`, ends it (some 10-30 default-run distillations on 2 cores), so
 # generations of 8 should --sampler nsga2 be asked for (TPE, the default, has no generations).
 DEFAULTS = SearchSettings(population_size=8)
