@@ -3,6 +3,7 @@
     python bench/search.py efficiency [--seeds 5] [--evals 200] [--space mobile]
     python bench/search.py overhead [--trials 8,24] [--hold-s 2] [--default-run runs/NAME]
     python bench/search.py cpus [--genomes 3]
+    python bench/search.py tpe-settings [--seeds 5] [--evals 80]
 
 efficiency (Optuna directly, no Ray): two cheap objectives on the mobile space, minimise predicted
 latency (latency_ms@pixel4; FLOPs when no pixel4 profile is installed) and maximise non-embedding
@@ -119,12 +120,17 @@ def run_sampler(name: str, seed: int, evals: int, space, metric: str, scorer: Ch
     return {"curve": curve, "proposals": proposals, "invalid": invalid, "repeats": repeats}
 
 
-def efficiency(args) -> None:
-    space = load_space(args.space)
+def _setup(space_name: str):
+    """(space, latency metric, scorer, the two objectives' scales) of the efficiency benches."""
+    space = load_space(space_name)
     metric = _latency_metric()
     scorer = CheapScorer([metric])
     scales = _scales(space, metric, scorer)
-    scale_pair = (scales[metric], scales["proxy"])
+    return space, metric, scorer, (scales[metric], scales["proxy"])
+
+
+def efficiency(args) -> None:
+    space, metric, scorer, scale_pair = _setup(args.space)
     print(f"space {space.name}; objectives: minimise {metric}, maximise non-embedding params; "
           f"{args.evals} evaluations, seeds {', '.join(map(str, range(args.seeds)))}")
     samplers = ["random"] + [s for s in args.samplers.split(",") if s and s != "random"]
@@ -170,6 +176,47 @@ def efficiency(args) -> None:
           + ", ".join(f"{name} {_median_reach(summary[name]['reach'], args.evals)} ({'met' if _median_reach(summary[name]['reach'], args.evals) <= GOAL_EVALS else 'not met'})"
                       for name in samplers if name != "random"))
     print(f"({time.perf_counter() - started:.0f} s)")
+
+
+TPE_SETTINGS = {  # constructor arguments of the search's TPE (nas.search.study.make_sampler) and variants of it
+    "shipped": dict(multivariate=True, group=True, constant_liar=True),
+    "startup5": dict(multivariate=True, group=True, constant_liar=True, n_startup_trials=5),
+    "independent": dict(constant_liar=True),
+    "ei64": dict(multivariate=True, group=True, constant_liar=True, n_ei_candidates=64),
+    "startup5-ei64": dict(multivariate=True, group=True, constant_liar=True, n_startup_trials=5, n_ei_candidates=64),
+}
+
+
+def tpe_settings(args) -> None:
+    """Evaluations each TPE variant needs to reach random search's --random-evals hypervolume, per seed."""
+    import warnings
+
+    import optuna
+
+    from nas.search import study as study_module
+
+    space, metric, scorer, scale_pair = _setup(args.space)
+    targets = [run_sampler("random", seed, args.random_evals, space, metric, scorer, scale_pair)["curve"][-1] for seed in range(args.seeds)]
+    shipped = study_module.make_sampler
+    print(f"evaluations to reach random search's {args.random_evals}-evaluation hypervolume (seeds 0-{args.seeds - 1}; "
+          f"'-' = not within {args.evals}); goal {GOAL_EVALS}")
+    try:
+        for name, settings in TPE_SETTINGS.items():
+            def variant(sampler, seed, population=50, settings=settings):
+                if sampler != "tpe":
+                    return shipped(sampler, seed, population)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return study_module.CheckpointTolerantTPESampler(seed=seed, **settings)
+
+            study_module.make_sampler = variant  # run_sampler looks it up at call time
+            reach = []
+            for seed, target in enumerate(targets):
+                curve = run_sampler("tpe", seed, args.evals, space, metric, scorer, scale_pair)["curve"]
+                reach.append(next((i + 1 for i, h in enumerate(curve) if h >= target), None))
+            print(f"  {name:<14} median {_median_reach(reach, args.evals):>5}  [" + ", ".join("-" if r is None else str(r) for r in reach) + "]")
+    finally:
+        study_module.make_sampler = shipped
 
 
 # ---- scheduling overhead ----------------------------------------------------------------------
@@ -303,6 +350,12 @@ def main() -> None:
     o.add_argument("--default-run", help="a finished default search (runs/NAME) for the mean trial time")
     o.add_argument("--genomes", type=int, default=3, help="quick distillations to time when no --default-run")
     o.set_defaults(func=overhead)
+    t = sub.add_parser("tpe-settings", help="variants of the search's TPE settings on the efficiency objectives")
+    t.add_argument("--seeds", type=int, default=5)
+    t.add_argument("--evals", type=int, default=80)
+    t.add_argument("--random-evals", type=int, default=200)
+    t.add_argument("--space", default="mobile")
+    t.set_defaults(func=tpe_settings)
     c = sub.add_parser("cpus")
     c.add_argument("--genomes", type=int, default=2)
     c.set_defaults(func=cpus)
