@@ -3,10 +3,12 @@
     python bench/quality.py genomes                       # the genome set: names, params, FLOPs
     python bench/quality.py ground  [--threads 1] [--distill-steps 960] [--only NAME,...]
     python bench/quality.py proxies [--threads 1] [--only NAME,...]
-    python bench/quality.py report                        # Kendall tau of every proxy vs the ground truth
+    python bench/quality.py regrade                       # the ground truth: a linear head on the kept students
+    python bench/quality.py readouts | budgets [--budgets 240 480]   # more proxies: readouts, run lengths
+    python bench/quality.py report --gt-tasks lp-supersense,lp-pos   # Kendall tau of every proxy vs the ground truth
 
 ground: each genome gets the long recipe: distillation from the teacher for ``--distill-steps``
-(640 on CPU: 16x the search's quick preset, 5.3x the default run; ask for more on a GPU), held-out checkpoints every 80 steps, a
+(640 on CPU: 16x the search's quick preset, 1.8x the default run; ask for more on a GPU), held-out checkpoints every 80 steps, a
 copy of the weights at half and at the full budget, and each copy fine-tuned on two downstream
 tasks built from real data (WordNet supersense of a gloss, 45 classes; and a sentence-pair view:
 do two glosses share a supersense), at the learning rates of ``--lrs`` (best dev accuracy kept). Ground truth = mean dev accuracy
@@ -518,11 +520,51 @@ def _both_features(encoder, data, precision: str) -> tuple[torch.Tensor, torch.T
     return torch.cat(embedded), torch.cat(last)
 
 
+# ---- budgets: the default run's length -------------------------------------------------------
+
+BUDGET_CSV = RESULTS / "quality_budgets.csv"
+
+
+def run_budgets(args) -> None:
+    """The default run (cosine, bf16 where the CPU has it) at each of ``--budgets`` steps, one row per
+    (genome, budget): how the ranking and the cost move with the budget."""
+    from tqdm import tqdm
+
+    from nas.distill import DistillConfig, distill
+
+    torch.set_num_threads(args.threads)
+    genomes = selected(args)
+    if args.reverse:
+        genomes = dict(reversed(list(genomes.items())))
+    done = {(r["name"], int(r["steps"])) for r in _read_list(BUDGET_CSV)}
+    todo = [(n, b) for b in args.budgets for n in genomes if (n, b) not in done]
+    for name, steps in tqdm(todo, desc="budgets", unit="run"):
+        if (name, steps) in {(r["name"], int(r["steps"])) for r in _read_list(BUDGET_CSV)}:
+            continue
+        began = time.perf_counter()
+        result = distill(genomes[name], DistillConfig(steps=steps, seed=0, threads=args.threads, num_checkpoints=1))
+        append_row(BUDGET_CSV, {"name": name, "steps": steps, "status": result.status,
+                                "score": round(result.score, 5) if result.score is not None else "",
+                                "heldout": round(result.heldout_loss, 5) if result.heldout_loss is not None else "",
+                                "seconds": round(time.perf_counter() - began, 1), "precision": result.precision})
+        tqdm.write(f"{name} @ {steps}: {result.score}")
+
+
+def _read_list(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 # ---- report ------------------------------------------------------------------------------------
 
 
 def run_report(args) -> None:
     ground, proxies = read_rows(GROUND_CSV), read_rows(PROXY_CSV)
+    for row in _read_list(BUDGET_CSV):  # the default run at other budgets
+        if row["name"] in proxies and row["status"] == "ok":
+            proxies[row["name"]][f"cosine{row['steps']}_score"] = row["score"]
     for name, row in read_rows(READOUT_CSV).items():  # the default run's other readouts, as proxies of their own
         if name in proxies and row["status"] == "ok":
             proxies[name] |= {f"readout_{k}_score": v for k, v in row.items() if k.startswith(("lp", "ridge"))}
@@ -694,7 +736,7 @@ def _tau(values: dict, gt: dict, names: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["genomes", "ground", "extra-task", "regrade", "proxies", "readouts", "report"])
+    parser.add_argument("command", choices=["genomes", "ground", "extra-task", "regrade", "proxies", "readouts", "budgets", "report"])
     parser.add_argument("--task", default="wordnet-pos", help="extra-task: the embedded task to fine-tune the kept students on")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", help="comma-separated genome names")
@@ -705,6 +747,7 @@ def main() -> None:
     parser.add_argument("--dev-examples", type=int, default=400)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[240, 480], help="budgets: distillation steps")
     parser.add_argument("--lp-train", type=int, default=8000, help="regrade: glosses the linear head is fit on")
     parser.add_argument("--lp-dev", type=int, default=6000, help="regrade: dev glosses it is read on")
     args = parser.parse_args()
@@ -713,7 +756,7 @@ def main() -> None:
             cost = nas.count(arch, 128)
             print(f"{name:<20} {cost.params / 1e6:6.2f}M {2 * cost.macs / 1e9:7.2f} GFLOPs  {arch.id}")
         return
-    {"ground": run_ground, "extra-task": run_extra_task, "regrade": run_regrade, "readouts": run_readouts, "proxies": run_proxies, "report": run_report}[args.command](args)
+    {"ground": run_ground, "extra-task": run_extra_task, "regrade": run_regrade, "readouts": run_readouts, "budgets": run_budgets, "proxies": run_proxies, "report": run_report}[args.command](args)
 
 
 if __name__ == "__main__":
