@@ -91,10 +91,7 @@ def genome_set() -> dict[str, ArchConfig]:
 
 
 def done_names(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
-    with path.open(newline="") as f:
-        return {row["name"] for row in csv.DictReader(f)}
+    return {row["name"] for row in _read_list(path)}
 
 
 def append_row(path: Path, row: dict) -> None:
@@ -111,10 +108,7 @@ def append_row(path: Path, row: dict) -> None:
 
 
 def read_rows(path: Path) -> dict[str, dict]:
-    if not path.exists():
-        return {}
-    with path.open(newline="") as f:
-        return {row["name"]: row for row in csv.DictReader(f)}
+    return {row["name"]: row for row in _read_list(path)}
 
 
 def provenance(threads: int) -> dict:
@@ -461,7 +455,7 @@ def run_readouts(args) -> None:
     order = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(0))
     fit, read = order[:READOUT_FIT], order[READOUT_FIT:]
     small = (fit[: READOUT_FIT // 2], read[: READOUT_READ // 2])
-    config = DistillConfig(seed=0, threads=args.threads, num_checkpoints=4)
+    config = DistillConfig(steps=120, score="cosine", seed=0, threads=args.threads, num_checkpoints=4)  # the 120-step run measured
     todo = [n for n in genomes if n not in done_names(READOUT_CSV)]
     if args.reverse:
         todo.reverse()
@@ -501,23 +495,15 @@ def run_readouts(args) -> None:
         tqdm.write(f"{name}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k[:2] in ("lp", "ri") and not k.endswith("_small")))
 
 
-@torch.no_grad()
 def _both_features(encoder, data, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean-pooled embedding output and last hidden state, fp32, one forward pass per batch."""
-    from nas.distill.data import mean_pool
+    """Mean-pooled embedding output and last hidden state (fp32): the shipped probe's features, under ``precision``."""
+    from nas.distill.quality import probe_features
     from nas.precision import autocast
 
-    encoder.eval()
-    embedded, last = [], []
-    for lo in range(0, len(data.labels), 64):
-        mask = data.mask[lo : lo + 64]
-        length = max(1, int(mask.sum(1).max()))
-        mask = mask[:, :length]
-        with autocast(precision):
-            out = encoder(data.ids[lo : lo + 64, :length], attention_mask=mask, output_hidden_states=True)
-        embedded.append(mean_pool(out.hidden_states[0].float(), mask))
-        last.append(mean_pool(out.last_hidden_state.float(), mask))
-    return torch.cat(embedded), torch.cat(last)
+    with autocast(precision):
+        both = probe_features(encoder, data.ids, data.mask)
+    embedded, last = both.split(both.shape[1] // 2, dim=1)
+    return embedded.float(), last.float()
 
 
 # ---- budgets: the default run's length -------------------------------------------------------
