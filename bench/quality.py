@@ -400,9 +400,9 @@ def run_proxies(args) -> None:
         row = {"name": name, "params": nas.count(arch).params, "flops": 2 * nas.count(arch, 128).macs}
         for label, config in (
             ("quick", DistillConfig.quick(seed=0, threads=args.threads, precision="fp32")),
-            ("default", DistillConfig(seed=0, threads=args.threads, precision="fp32", num_checkpoints=4)),
-            ("default_bf16", DistillConfig(seed=0, threads=args.threads, num_checkpoints=4)),
-            ("long3x", DistillConfig(steps=360, seed=0, threads=args.threads, num_checkpoints=6)),
+            ("default", DistillConfig(steps=120, score="cosine", seed=0, threads=args.threads, precision="fp32", num_checkpoints=4)),
+            ("default_bf16", DistillConfig(steps=120, score="cosine", seed=0, threads=args.threads, num_checkpoints=4)),
+            ("long3x", DistillConfig(steps=360, score="cosine", seed=0, threads=args.threads, num_checkpoints=6)),
         ):
             began = time.perf_counter()
             result = distill(arch, config)
