@@ -522,18 +522,20 @@ def run_budgets(args) -> None:
     genomes = selected(args)
     if args.reverse:
         genomes = dict(reversed(list(genomes.items())))
-    done = {(r["name"], int(r["steps"])) for r in _read_list(BUDGET_CSV)}
-    todo = [(n, b) for b in args.budgets for n in genomes if (n, b) not in done]
-    for name, steps in tqdm(todo, desc="budgets", unit="run"):
-        if (name, steps) in {(r["name"], int(r["steps"])) for r in _read_list(BUDGET_CSV)}:
+    def done() -> set[tuple[str, int, int]]:
+        return {(r["name"], int(r["steps"]), int(r["seed"])) for r in _read_list(BUDGET_CSV)}
+
+    todo = [(n, b, s) for s in args.seeds for b in args.budgets for n in genomes if (n, b, s) not in done()]
+    for name, steps, seed in tqdm(todo, desc="budgets", unit="run"):
+        if (name, steps, seed) in done():  # a second process got there first
             continue
         began = time.perf_counter()
-        result = distill(genomes[name], DistillConfig(steps=steps, seed=0, threads=args.threads, num_checkpoints=1))
-        append_row(BUDGET_CSV, {"name": name, "steps": steps, "status": result.status,
+        result = distill(genomes[name], DistillConfig(steps=steps, seed=seed, threads=args.threads, num_checkpoints=1))
+        append_row(BUDGET_CSV, {"name": name, "steps": steps, "seed": seed, "status": result.status,
                                 "score": round(result.score, 5) if result.score is not None else "",
                                 "heldout": round(result.heldout_loss, 5) if result.heldout_loss is not None else "",
                                 "seconds": round(time.perf_counter() - began, 1), "precision": result.precision})
-        tqdm.write(f"{name} @ {steps}: {result.score}")
+        tqdm.write(f"{name} @ {steps} steps, seed {seed}: {result.score}")
 
 
 def _read_list(path: Path) -> list[dict]:
@@ -550,7 +552,8 @@ def run_report(args) -> None:
     ground, proxies = read_rows(GROUND_CSV), read_rows(PROXY_CSV)
     for row in _read_list(BUDGET_CSV):  # the default run at other budgets
         if row["name"] in proxies and row["status"] == "ok":
-            proxies[row["name"]][f"cosine{row['steps']}_score"] = row["score"]
+            seed = "" if row["seed"] == "0" else f"_seed{row['seed']}"
+            proxies[row["name"]][f"cosine{row['steps']}{seed}_score"] = row["score"]
     for name, row in read_rows(READOUT_CSV).items():  # the default run's other readouts, as proxies of their own
         if name in proxies and row["status"] == "ok":
             proxies[name] |= {f"readout_{k}_score": v for k, v in row.items() if k.startswith(("lp", "ridge"))}
@@ -734,6 +737,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3])
     parser.add_argument("--budgets", type=int, nargs="+", default=[240, 480], help="budgets: distillation steps")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="budgets: the runs' seeds (student init and data order)")
     parser.add_argument("--lp-train", type=int, default=8000, help="regrade: glosses the linear head is fit on")
     parser.add_argument("--lp-dev", type=int, default=6000, help="regrade: dev glosses it is read on")
     args = parser.parse_args()
