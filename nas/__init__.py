@@ -3,7 +3,7 @@
 from nas import hf_auto
 from nas.arch import ArchConfig, ArchError
 from nas.errors import NasError
-from nas.graph import Cost, Op, count, op_graph, ops
+from nas.graph import Cost, Op, count, ops
 from nas.model import Encoder, EncoderOutput, build_model
 from nas.references import Reference, reference, reference_names
 
@@ -20,7 +20,6 @@ __all__ = [
     "count",
     "from_transformers",
     "load_pretrained",
-    "op_graph",
     "ops",
     "reference",
     "reference_names",

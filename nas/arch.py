@@ -10,16 +10,7 @@ BERT-base, SqueezeBERT and MobileBERT are all points of this one genome:
   (``attention_input="shared_bottleneck"``), 4 stacked FFNs, a factorised trigram embedding,
   NoNorm + ReLU.
 
-One block of the encoder, in the genome's terms (W is the block width: the intra-block
-bottleneck when there is one, else the hidden size):
-
-    x (T, hidden_size)
-    layer_input = norm(Linear(hidden -> W)(x))        if intra_bottleneck_size else x
-    q, k, v     = GroupedLinear(-> W, qkv_groups) of the attention inputs
-    a           = norm(GroupedLinear(W -> W, post_attention_groups)(attention(q, k, v)) + layer_input)
-    repeat num_ffn times:
-        a = norm(GroupedLinear(F -> W, output_groups)(act(GroupedLinear(W -> F, intermediate_groups)(a))) + a)
-    out         = norm(Linear(W -> hidden)(a) + x)       if intra_bottleneck_size else a
+What one block computes, part by part, is described once in ``nas/block.py``.
 """
 
 from __future__ import annotations
@@ -33,16 +24,13 @@ from typing import Any
 
 # Relative, like model.py's import of this module: exported model folders carry these files as
 # transformers remote code, where no `nas` package exists (see nas/modeling_nas.py).
+from .block import ATTENTION_SOURCES, block_plan, needs_bottleneck, source_width
 from .errors import NasError, read_user_text
 
 ACTIVATIONS = ("gelu", "relu")
 NORMS = ("layer_norm", "no_norm")
-# Where the attention's Q, K and V are read from (MobileBERT's three options):
-#   hidden            - all three from the block input x (BERT, SqueezeBERT)
-#   bottleneck        - all three from the intra-block bottleneck (MobileBERT's use_bottleneck_attention)
-#   shared_bottleneck - Q and K from a second, shared bottleneck of x, V from x
-#                       (MobileBERT's key_query_shared_bottleneck)
-ATTENTION_INPUTS = ("hidden", "bottleneck", "shared_bottleneck")
+# Where the attention's Q, K and V are read from (MobileBERT's three options): see nas/block.py.
+ATTENTION_INPUTS = tuple(ATTENTION_SOURCES)
 
 
 class ArchError(NasError):
@@ -103,27 +91,21 @@ class ArchConfig:
 
     @property
     def query_key_input_width(self) -> int:
-        return self.hidden_size if self.attention_input == "hidden" else self.block_width
+        return source_width(self, ATTENTION_SOURCES[self.attention_input][0])
 
     @property
     def value_input_width(self) -> int:
-        return self.block_width if self.attention_input == "bottleneck" else self.hidden_size
+        return source_width(self, ATTENTION_SOURCES[self.attention_input][1])
 
     @property
     def mha_params(self) -> int:
         """Parameters of one block's multi-head attention: Q, K, V and output projections."""
-        width = self.attention_width
-        qk = 2 * (self.query_key_input_width * width // self.qkv_groups + width)
-        v = self.value_input_width * width // self.qkv_groups + width
-        out = width * self.block_width // self.post_attention_groups + self.block_width
-        return qk + v + out
+        return sum(p.params for p in block_plan(self).attention_projections)
 
     @property
     def ffn_params(self) -> int:
         """Parameters of all of one block's stacked FFNs (their projections, not their norms)."""
-        width, inner = self.block_width, self.intermediate_size
-        one = width * inner // self.intermediate_groups + inner + inner * width // self.output_groups + width
-        return self.num_ffn * one
+        return sum(p.params for p in block_plan(self).ffn_projections)
 
     @property
     def attention_ffn_balance(self) -> float:
@@ -211,7 +193,7 @@ class ArchConfig:
             raise ArchError(f"norm={self.norm!r} must be one of {', '.join(NORMS)}")
         if self.attention_input not in ATTENTION_INPUTS:
             raise ArchError(f"attention_input={self.attention_input!r} must be one of {', '.join(ATTENTION_INPUTS)}")
-        if self.intra_bottleneck_size is None and self.attention_input != "hidden":
+        if self.intra_bottleneck_size is None and needs_bottleneck(self.attention_input):
             raise ArchError(
                 f"attention_input={self.attention_input!r} needs an intra_bottleneck_size; "
                 "without a bottleneck use attention_input='hidden'"

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from nas.arch import ArchConfig, ArchError
+from nas.block import block_plan
 from nas.errors import NasError
 from nas.model import Encoder, build_model
 
@@ -100,13 +101,13 @@ def _squeezebert_layer_pairs(ours: str, theirs: str) -> list[_Pair]:
 
 
 def _mobilebert_layer_pairs(arch: ArchConfig, ours: str, theirs: str) -> list[_Pair]:
-    pairs = []
-    if arch.intra_bottleneck_size is not None:
+    plan, pairs = block_plan(arch), []
+    if plan.input_bottleneck is not None:
         pairs += [
             _Pair(f"{ours}.input_bottleneck.dense", f"{theirs}.bottleneck.input.dense", "linear"),
             _Pair(f"{ours}.input_bottleneck.norm", f"{theirs}.bottleneck.input.LayerNorm", "norm"),
         ]
-    if arch.attention_input == "shared_bottleneck":
+    if plan.attention_bottleneck is not None:
         pairs += [
             _Pair(f"{ours}.attention_bottleneck.dense", f"{theirs}.bottleneck.attention.dense", "linear"),
             _Pair(f"{ours}.attention_bottleneck.norm", f"{theirs}.bottleneck.attention.LayerNorm", "norm"),
@@ -119,7 +120,7 @@ def _mobilebert_layer_pairs(arch: ArchConfig, ours: str, theirs: str) -> list[_P
         _Pair(f"{ours}.attention_output.norm", f"{theirs}.attention.output.LayerNorm", "norm"),
     ]
     # Our FFN stack is MobileBERT's ffn[0..n-2] followed by the layer's own intermediate/output.
-    last = arch.num_ffn - 1
+    last = len(plan.ffns) - 1
     for j in range(last):
         pairs += [
             _Pair(f"{ours}.ffns.{j}.intermediate", f"{theirs}.ffn.{j}.intermediate.dense", "linear"),
@@ -131,7 +132,7 @@ def _mobilebert_layer_pairs(arch: ArchConfig, ours: str, theirs: str) -> list[_P
         _Pair(f"{ours}.ffns.{last}.output.dense", f"{theirs}.output.dense", "linear"),
         _Pair(f"{ours}.ffns.{last}.output.norm", f"{theirs}.output.LayerNorm", "norm"),
     ]
-    if arch.intra_bottleneck_size is not None:
+    if plan.output_bottleneck is not None:
         pairs += [
             _Pair(f"{ours}.output_bottleneck.dense", f"{theirs}.output.bottleneck.dense", "linear"),
             _Pair(f"{ours}.output_bottleneck.norm", f"{theirs}.output.bottleneck.LayerNorm", "norm"),
@@ -498,7 +499,7 @@ def _dropouts(model: Encoder, family: str) -> dict[nn.Dropout, str]:
     mobile_bottleneck = family == "mobilebert" and model.arch.intra_bottleneck_size is not None
     where: dict[nn.Dropout, str] = {model.embeddings.dropout: "hidden"}
     for layer in model.layers:
-        where[layer.attention.dropout] = "attention"
+        where[layer.attention.core.dropout] = "attention"
         # MobileBERT drops out after the attention and the last FFN only when it has no
         # bottleneck, and never after the other FFNs of its stack.
         where[layer.attention_output.dropout] = "none" if mobile_bottleneck else "hidden"

@@ -16,6 +16,7 @@ from torch import nn
 # Relative imports only: this file travels inside exported model folders as transformers remote
 # code (nas/modeling_nas.py), where only torch and transformers are installed.
 from .arch import ArchConfig
+from .block import ATTENTION_BOTTLENECK, BLOCK_INPUT, LAYER_INPUT, BlockPlan, Projection, block_plan
 
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
 
@@ -89,10 +90,10 @@ def make_activation(kind: str) -> nn.Module:
 class Bottleneck(nn.Module):
     """MobileBERT's bottleneck: Linear(hidden -> intra) then norm, no residual."""
 
-    def __init__(self, in_width: int, out_width: int, norm: str) -> None:
+    def __init__(self, projection: Projection, norm: str) -> None:
         super().__init__()
-        self.dense = nn.Linear(in_width, out_width)
-        self.norm = make_norm(norm, out_width)
+        self.dense = nn.Linear(projection.in_width, projection.out_width)
+        self.norm = make_norm(norm, projection.out_width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.dense(x))
@@ -101,11 +102,11 @@ class Bottleneck(nn.Module):
 class ProjectAddNorm(nn.Module):
     """Projection, dropout, residual add, norm: the post-attention, FFN-output and output-bottleneck step."""
 
-    def __init__(self, in_width: int, out_width: int, groups: int, norm: str, dropout: float) -> None:
+    def __init__(self, projection: Projection, norm: str, dropout: float) -> None:
         super().__init__()
-        self.dense = GroupedLinear(in_width, out_width, groups)
+        self.dense = GroupedLinear(projection.in_width, projection.out_width, projection.groups)
         self.dropout = nn.Dropout(dropout)
-        self.norm = make_norm(norm, out_width)
+        self.norm = make_norm(norm, projection.out_width)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return self.add_norm(self.dense(x), residual)
@@ -115,21 +116,18 @@ class ProjectAddNorm(nn.Module):
         return self.norm(self.dropout(projected) + residual)
 
 
-class MultiHeadAttention(nn.Module):
-    """Scaled dot-product attention over grouped Q/K/V projections.
+class AttentionCore(nn.Module):
+    """Scaled dot-product attention from projected Q, K, V (B, T, W): split heads, scores, softmax,
+    context, merge heads.
 
     With ``implementation="eager"`` the two attention matmuls are explicit ``torch.matmul`` calls,
     which FLOP counters (fvcore, torch's FlopCounterMode) see; "sdpa" is faster for training but
     invisible to them and cannot return attention maps.
     """
 
-    def __init__(self, arch: ArchConfig, implementation: str, dropout: float) -> None:
+    def __init__(self, num_heads: int, head_size: int, implementation: str = "eager", dropout: float = 0.0) -> None:
         super().__init__()
-        width, groups = arch.attention_width, arch.qkv_groups
-        self.num_heads, self.head_size = arch.num_attention_heads, arch.head_size
-        self.query = GroupedLinear(arch.query_key_input_width, width, groups)
-        self.key = GroupedLinear(arch.query_key_input_width, width, groups)
-        self.value = GroupedLinear(arch.value_input_width, width, groups)
+        self.num_heads, self.head_size = num_heads, head_size
         self.implementation = implementation
         self.dropout = nn.Dropout(dropout)
 
@@ -138,16 +136,9 @@ class MultiHeadAttention(nn.Module):
         return x.view(batch, tokens, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
 
     def forward(
-        self,
-        query_input: torch.Tensor,
-        key_input: torch.Tensor,
-        value_input: torch.Tensor,
-        mask: torch.Tensor | None,
-        output_attentions: bool = False,
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        q = self._heads(self.query(query_input))
-        k = self._heads(self.key(key_input))
-        v = self._heads(self.value(value_input))
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
         if self.implementation == "sdpa" and not output_attentions:
             p = self.dropout.p if self.training else 0.0
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
@@ -164,15 +155,34 @@ class MultiHeadAttention(nn.Module):
         return context, probs
 
 
+class MultiHeadAttention(nn.Module):
+    """The grouped Q/K/V projections of a block (SqueezeBERT's ``qkv_groups``), then the attention core."""
+
+    def __init__(self, plan: BlockPlan, implementation: str, dropout: float) -> None:
+        super().__init__()
+        self.query, self.key, self.value = (GroupedLinear(p.in_width, p.out_width, p.groups) for p in (plan.query, plan.key, plan.value))
+        self.core = AttentionCore(plan.heads, plan.head_size, implementation, dropout)
+
+    def forward(
+        self,
+        query_input: torch.Tensor,
+        key_input: torch.Tensor,
+        value_input: torch.Tensor,
+        mask: torch.Tensor | None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.core(self.query(query_input), self.key(key_input), self.value(value_input), mask, output_attentions)
+
+
 class FeedForward(nn.Module):
     """One FFN of the stack: act(W -> F), then (F -> W), residual, norm."""
 
-    def __init__(self, arch: ArchConfig, dropout: float) -> None:
+    def __init__(self, plan: BlockPlan, index: int, dropout: float) -> None:
         super().__init__()
-        width = arch.block_width
-        self.intermediate = GroupedLinear(width, arch.intermediate_size, arch.intermediate_groups)
-        self.activation = make_activation(arch.activation)
-        self.output = ProjectAddNorm(arch.intermediate_size, width, arch.output_groups, arch.norm, dropout)
+        part = plan.ffns[index]
+        self.intermediate = GroupedLinear(part.intermediate.in_width, part.intermediate.out_width, part.intermediate.groups)
+        self.activation = make_activation(plan.activation)
+        self.output = ProjectAddNorm(part.output, plan.norm, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups = self.intermediate.groups
@@ -188,32 +198,28 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """One encoder layer: optional bottleneck in, attention, stacked FFNs, optional bottleneck out."""
+    """One encoder layer, built from its plan (``nas.block``): optional input bottleneck, attention,
+    stacked FFNs, optional output bottleneck."""
 
     def __init__(self, arch: ArchConfig, attention_implementation: str, dropout: float) -> None:
         super().__init__()
-        self.attention_input = arch.attention_input
-        hidden, width = arch.hidden_size, arch.block_width
-        bottlenecked = arch.intra_bottleneck_size is not None
-        self.input_bottleneck = Bottleneck(hidden, width, arch.norm) if bottlenecked else None
-        self.attention_bottleneck = (
-            Bottleneck(hidden, width, arch.norm) if arch.attention_input == "shared_bottleneck" else None
-        )
-        self.attention = MultiHeadAttention(arch, attention_implementation, dropout)
-        self.attention_output = ProjectAddNorm(width, width, arch.post_attention_groups, arch.norm, dropout)
-        self.ffns = nn.ModuleList(FeedForward(arch, dropout) for _ in range(arch.num_ffn))
-        self.output_bottleneck = ProjectAddNorm(width, hidden, 1, arch.norm, dropout) if bottlenecked else None
+        plan = block_plan(arch)
+        self.query_key_source, self.value_source = plan.query_key_source, plan.value_source
+        self.input_bottleneck = Bottleneck(plan.input_bottleneck, plan.norm) if plan.input_bottleneck else None
+        self.attention_bottleneck = Bottleneck(plan.attention_bottleneck, plan.norm) if plan.attention_bottleneck else None
+        self.attention = MultiHeadAttention(plan, attention_implementation, dropout)
+        self.attention_output = ProjectAddNorm(plan.attention_output, plan.norm, dropout)
+        self.ffns = nn.ModuleList(FeedForward(plan, i, dropout) for i in range(len(plan.ffns)))
+        self.output_bottleneck = ProjectAddNorm(plan.output_bottleneck, plan.norm, dropout) if plan.output_bottleneck else None
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         layer_input = self.input_bottleneck(x) if self.input_bottleneck is not None else x
-        if self.attention_input == "hidden":
-            query_key, value = x, x
-        elif self.attention_input == "bottleneck":
-            query_key, value = layer_input, layer_input
-        else:  # shared_bottleneck
-            query_key, value = self.attention_bottleneck(x), x
+        sources = {BLOCK_INPUT: x, LAYER_INPUT: layer_input}
+        if self.attention_bottleneck is not None:
+            sources[ATTENTION_BOTTLENECK] = self.attention_bottleneck(x)
+        query_key, value = sources[self.query_key_source], sources[self.value_source]
         context, probs = self.attention(query_key, query_key, value, mask, output_attentions)
         h = self.attention_output(context, layer_input)
         for ffn in self.ffns:
@@ -241,15 +247,18 @@ class Embeddings(nn.Module):
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         tokens = self.word_embeddings(input_ids)  # (B, T, E)
         if self.trigram_input:
-            # Next, current and previous token side by side, zero past either end (MobileBERT).
-            tokens = torch.cat(
-                [F.pad(tokens[:, 1:], (0, 0, 0, 1)), tokens, F.pad(tokens[:, :-1], (0, 0, 1, 0))], dim=2
-            )  # (B, T, 3E)
+            tokens = trigram(tokens)  # (B, T, 3E)
         if self.embedding_transformation is not None:
             tokens = self.embedding_transformation(tokens)  # (B, T, H)
         positions = self.position_embeddings(self.position_ids[: input_ids.shape[1]])
         embeddings = tokens + positions + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.norm(embeddings))
+
+
+def trigram(tokens: torch.Tensor) -> torch.Tensor:
+    """MobileBERT's trigram input, (B, T, E) -> (B, T, 3E): the next, current and previous token's
+    embeddings side by side, zero past either end."""
+    return torch.cat([F.pad(tokens[:, 1:], (0, 0, 0, 1)), tokens, F.pad(tokens[:, :-1], (0, 0, 1, 0))], dim=2)
 
 
 class Pooler(nn.Module):

@@ -33,6 +33,7 @@ from typing import Any, Iterator
 import yaml
 
 from nas.arch import ACTIVATIONS, ATTENTION_INPUTS, NORMS, ArchConfig, ArchError
+from nas.block import feed_forward
 from nas.errors import NasError, read_user_text
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -123,12 +124,14 @@ class Space:
         return arch
 
     def _ffn_width_for_balance(self, data: dict[str, Any], balance: float) -> int:
-        # FFN params of a block = num_ffn * (F * (W/gi + 1 + W/go) + W); solve for F given
-        # MHA params / FFN params = balance, then round to the multiple the space asks for.
-        probe = ArchConfig.from_dict(data | {"intermediate_size": math.lcm(data.get("intermediate_groups", 1), data.get("output_groups", 1))})
-        width, num_ffn = probe.block_width, probe.num_ffn
-        per_unit = width / probe.intermediate_groups + 1 + width / probe.output_groups
-        target = probe.mha_params / balance / num_ffn - width
+        # A block's FFN parameters are linear in the FFN width F (nas.block.feed_forward): read the
+        # slope and intercept off two widths, solve MHA params / FFN params = balance for F, then
+        # round to the multiple the space asks for.
+        unit = math.lcm(data.get("intermediate_groups", 1), data.get("output_groups", 1))
+        probe = ArchConfig.from_dict(data | {"intermediate_size": unit})
+        one, two = (sum(p.params for p in (f.intermediate, f.output)) for f in (feed_forward(probe, 0, unit), feed_forward(probe, 0, 2 * unit)))
+        per_unit, fixed = (two - one) / unit, 2 * one - two
+        target = probe.mha_params / balance / probe.num_ffn - fixed
         multiple = self.fixed.get("intermediate_multiple", 64)
         return max(multiple, int(round(target / per_unit / multiple)) * multiple)
 

@@ -1,4 +1,4 @@
-"""Structural features of a genome, read from its op graph (``nas.ops``).
+"""Structural features of a genome, read from its ops (``nas.ops``) by their role.
 
 A latency predictor here is linear in these features with non-negative coefficients: the time of
 an op kind is a sum of physically meaningful terms (multiply-adds, elements read and written,
@@ -20,7 +20,7 @@ from typing import Iterable
 import numpy as np
 
 from nas.arch import ArchConfig
-from nas.graph import Op, ops
+from nas.graph import Op, parts
 
 # Bump when the meaning of any feature changes: a predictor file records the version it was
 # fitted with and refuses to load under another.
@@ -84,13 +84,13 @@ def _numel(shape: Iterable[int]) -> int:
     return math.prod(shape)
 
 
-def op_features(op: Op, consumers: dict[str, tuple[str, ...]] | None = None, kinds: dict[str, str] | None = None) -> dict[str, float]:
-    """The feature terms of one op. `consumers`/`kinds` (op name -> consumers, op name -> kind)
-    let an add see whether it feeds a LayerNorm; without them it counts as a plain add."""
+def op_features(op: Op, feeds_layer_norm: bool = False) -> dict[str, float]:
+    """The feature terms of one op; ``feeds_layer_norm`` marks an add whose result a LayerNorm
+    reads (runtimes fuse the two)."""
     out = _numel(op.out_shape)
     f: dict[str, float] = {"op.count": 1.0}
-    kind = op.kind
-    if kind == "linear":
+    kind, role = op.kind, op.role
+    if role == "projection":
         in_elems = _numel(op.in_shapes[0])
         prefix = "linear" if op.groups == 1 else "grouped_linear"
         f[f"{prefix}.macs"] = op.macs
@@ -100,52 +100,44 @@ def op_features(op: Op, consumers: dict[str, tuple[str, ...]] | None = None, kin
         if op.groups > 1:
             f["grouped_linear.groups"] = op.groups
         f["linear.weights"] = op.params - op.out_shape[-1]  # weights without the bias
-    elif kind == "matmul":
-        heads = op.out_shape[0]
-        if op.name.endswith("scores"):
-            f["attention.scores_macs"] = op.macs
-            f["attention.heads"] = heads
-            f["attention.count"] = 1.0
-            # Q, K and V are split into heads before the scores (3 transposes of T x W)
-            f["attention.transpose_elems"] = 3 * _numel(op.in_shapes[0])
-        else:
-            f["attention.context_macs"] = op.macs
-    elif kind in ("softmax", "scale") or (kind == "add" and op.name.endswith("attention.mask")):
+    elif role == "attention.scores":
+        f["attention.scores_macs"] = op.macs
+        f["attention.heads"] = op.out_shape[0]
+        f["attention.count"] = 1.0
+        # Q, K and V are split into heads before the scores (3 transposes of T x W)
+        f["attention.transpose_elems"] = 3 * _numel(op.in_shapes[0])
+    elif role == "attention.context":
+        f["attention.context_macs"] = op.macs
+    elif role in ("attention.scale", "attention.mask", "attention.softmax"):
         f["attention.prob_elems"] = out
-    elif kind == "transpose":
+    elif role == "attention.merge_heads":
         f["attention.transpose_elems"] = out
-    elif kind in ("layer_norm", "no_norm"):
+    elif role == "norm":
         f[f"{kind}.elems"] = out
         f[f"{kind}.count"] = 1.0
-    elif kind in ("gelu", "relu"):
+    elif role == "activation" and kind in ("gelu", "relu"):
         f[f"{kind}.elems"] = out
-    elif kind == "add":
+    elif kind == "add":  # residual adds and the embeddings' sum
         terms = out * (len(op.inputs) - 1) if len(op.inputs) > 1 else out
-        fused = consumers is not None and kinds is not None and any(
-            kinds.get(c) == "layer_norm" for c in consumers.get(op.name, ())
-        )
-        f["add_into_layer_norm.elems" if fused else "add.elems"] = terms
+        f["add_into_layer_norm.elems" if feeds_layer_norm else "add.elems"] = terms
         f["add.count"] = 1.0
     elif kind == "embedding":
         f["embedding.elems"] = out
         f["embedding.count"] = 1.0
-    elif kind == "concat":
+    elif role == "embedding.trigram":
         f["trigram.elems"] = out
-    # slice and tanh (the pooler's) are a few hundred elements: priced by op.count and constant
+    # the pooler's first-token slice and tanh are a few hundred elements: priced by op.count and constant
     return f
 
 
 def features_of_ops(op_list: list[Op]) -> np.ndarray:
-    """Sum of the feature terms of `op_list` (no constant term)."""
-    consumers: dict[str, list[str]] = {}
-    for op in op_list:
-        for source in op.inputs:
-            consumers.setdefault(source, []).append(op.name)
-    frozen = {k: tuple(v) for k, v in consumers.items()}
+    """Sum of the feature terms of `op_list` (no constant term); an add counts as fused into a
+    LayerNorm only when that LayerNorm is in `op_list` too."""
     kinds = {op.name: op.kind for op in op_list}
     vector = np.zeros(len(FEATURES))
     for op in op_list:
-        for name, value in op_features(op, frozen, kinds).items():
+        feeds_layer_norm = any(kinds.get(c) == "layer_norm" for c in op.consumers)
+        for name, value in op_features(op, feeds_layer_norm).items():
             vector[INDEX[name]] += value
     return vector
 
@@ -153,10 +145,8 @@ def features_of_ops(op_list: list[Op]) -> np.ndarray:
 @lru_cache(maxsize=8192)
 def _one_layer_features(one_layer: ArchConfig, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings + pooler, one block) feature vectors of a one-layer encoder."""
-    op_list = ops(one_layer, seq_len)
-    block = [op for op in op_list if op.name.startswith("layers.0.")]
-    rest = [op for op in op_list if not op.name.startswith("layers.0.")]
-    return features_of_ops(rest), features_of_ops(block)
+    outer, block = parts(one_layer, seq_len)
+    return features_of_ops(outer), features_of_ops(block)
 
 
 @lru_cache(maxsize=8192)

@@ -1,9 +1,9 @@
 """Kernel microbenchmarks: the op types genomes decompose into, at shapes drawn from a space.
 
-Kernels are read off the op graphs (``nas.ops``) of genomes sampled from the space, so they are
+Kernels are read off the ops (``nas.ops``, by role) of genomes sampled from the space, so they are
 exactly the projections, attention cores, norms, activations, adds and embeddings those genomes
-run, at their shapes. Each kernel becomes a small torch module (built from the same classes as
-``nas.model``), exported to ONNX for ONNX Runtime or a phone, or run eagerly for PyTorch. A
+run, at their shapes. Each kernel runs the model's own module or function for its part
+(``nas.model``), exported to ONNX for ONNX Runtime or a phone, or run eagerly for PyTorch. A
 kernel's features are the features of its ops, so its latency is a row of the same least squares
 as a whole genome's.
 """
@@ -20,13 +20,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import ArchConfig
+from nas.block import Projection
 from nas.errors import NasError
 from nas.graph import Op, ops
-from nas.model import GroupedLinear, NoNorm
+from nas.model import AttentionCore, GroupedLinear, ProjectAddNorm, make_activation, make_norm, trigram
 from nas.space import Space
 from predictors.features import FEATURES, features_of_ops
 from predictors.harness import Protocol, Timer, ort_runner, time_runners
@@ -61,43 +61,43 @@ class Kernel:
         return float(sum(op.macs for op in self.ops) or sum(math.prod(op.out_shape) for op in self.ops))
 
 
+ATTENTION_CHAIN = ("attention.scores", "attention.scale", "attention.mask", "attention.softmax", "attention.context",
+                   "attention.merge_heads")
+
+
 def kernels_from_arch(arch: ArchConfig, seq_len: int) -> list[Kernel]:
     """The kernels one encoder layer (and the embeddings) of `arch` runs."""
     op_list = ops(arch.replace(num_layers=1), seq_len)
     by_name = {op.name: op for op in op_list}
-    consumers: dict[str, list[Op]] = {}
-    for op in op_list:
-        for source in op.inputs:
-            consumers.setdefault(source, []).append(op)
     found: list[Kernel] = []
     for op in op_list:
         T = op.out_shape[0]
-        if op.kind == "linear" and len(op.out_shape) == 2 and T == seq_len:
+        if op.role == "projection" and len(op.out_shape) == 2 and T == seq_len:
             k, n = op.in_shapes[0][-1], op.out_shape[-1]
             kind = "linear" if op.groups == 1 else "grouped_linear"
             found.append(Kernel(kind, (("T", T), ("K", k), ("N", n), ("g", op.groups)), (op,)))
-        elif op.kind == "matmul" and op.name.endswith("scores"):
-            prefix = op.name[: -len("scores")]
-            core = tuple(by_name[prefix + s] for s in ("scores", "scale", "mask", "softmax", "context", "merge_heads"))
+        elif op.role == "attention.scores":
+            core = [op]  # follow the chain scores -> ... -> merge_heads through each op's consumers
+            while core[-1].role != ATTENTION_CHAIN[-1]:
+                core.append(next(by_name[c] for c in core[-1].consumers if by_name[c].role in ATTENTION_CHAIN))
             heads, tokens = op.out_shape[0], op.out_shape[1]
-            found.append(Kernel("attention", (("T", tokens), ("W", op.in_shapes[0][-1]), ("h", heads)), core))
-            softmax = by_name[prefix + "softmax"]
+            found.append(Kernel("attention", (("T", tokens), ("W", op.in_shapes[0][-1]), ("h", heads)), tuple(core)))
+            softmax = next(o for o in core if o.role == "attention.softmax")
             found.append(Kernel("softmax", (("T", tokens), ("h", heads)), (softmax,)))
-        elif op.kind in ("layer_norm", "no_norm") and len(op.out_shape) == 2:
+        elif op.role == "norm" and len(op.out_shape) == 2:
             found.append(Kernel(op.kind, (("T", T), ("W", op.out_shape[-1])), (op,)))
-        elif op.kind in ("gelu", "relu"):
+        elif op.role == "activation" and op.kind in ("gelu", "relu"):
             found.append(Kernel(op.kind, (("T", T), ("W", op.out_shape[-1])), (op,)))
-        elif op.kind == "add" and len(op.inputs) == 2 and not op.name.endswith("attention.mask"):
-            after = consumers.get(op.name, [])
+        elif op.role == "residual":
+            after = [by_name[c] for c in op.consumers]
             if after and after[0].kind == "layer_norm":
-                plain = Op(op.name, op.kind, op.inputs, op.out_shape, op.in_shapes)
-                found.append(Kernel("residual_layer_norm", (("T", T), ("W", op.out_shape[-1])), (plain, after[0])))
+                found.append(Kernel("residual_layer_norm", (("T", T), ("W", op.out_shape[-1])), (op, after[0])))
             else:
                 found.append(Kernel("add", (("T", T), ("W", op.out_shape[-1])), (op,)))
-        elif op.kind == "embedding" and op.name == "embeddings.word":
+        elif op.role == "embedding.word":
             rows = op.params // op.out_shape[-1]
             found.append(Kernel("embedding", (("T", T), ("V", rows), ("E", op.out_shape[-1])), (op,)))
-        elif op.kind == "concat":
+        elif op.role == "embedding.trigram":
             found.append(Kernel("trigram", (("T", T), ("E", op.in_shapes[0][-1])), (op,)))
     return found
 
@@ -119,51 +119,22 @@ def select_kernels(space: Space, seq_len: int = 128, genomes: int = 60, per_kind
     return chosen
 
 
-# ---- kernels as torch modules -------------------------------------------------------------------
+# ---- kernels as torch modules: the model's own parts -------------------------------------------
 
 
-class _AttentionCore(nn.Module):
-    """Eager attention from Q, K, V (B, T, W) as nas.model computes it: heads, scores, scale,
-    additive mask, softmax, context, merge."""
+class _Call(nn.Module):
+    """A module around one of the model's functions or methods, so it can be exported and timed."""
 
-    def __init__(self, heads: int, width: int) -> None:
+    def __init__(self, function: Callable, owner: nn.Module | None = None) -> None:
         super().__init__()
-        self.heads, self.head_size = heads, width // heads
+        self.function, self.owner = function, owner  # owner: the module whose weights the function uses
 
-    def forward(self, q, k, v, mask):
-        b, t, w = q.shape
-        split = lambda x: x.view(b, t, self.heads, self.head_size).transpose(1, 2)  # noqa: E731
-        scores = torch.matmul(split(q), split(k).transpose(-1, -2)) / math.sqrt(self.head_size) + mask
-        context = torch.matmul(scores.softmax(dim=-1), split(v))
-        return context.transpose(1, 2).reshape(b, t, w)
-
-
-class _Softmax(nn.Module):
-    def forward(self, x):
-        return x.softmax(dim=-1)
-
-
-class _Add(nn.Module):
-    def forward(self, a, b):
-        return a + b
-
-
-class _ResidualNorm(nn.Module):
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(width, eps=1e-12)
-
-    def forward(self, a, b):
-        return self.norm(a + b)
-
-
-class _Trigram(nn.Module):
-    def forward(self, x):
-        return torch.cat([F.pad(x[:, 1:], (0, 0, 0, 1)), x, F.pad(x[:, :-1], (0, 0, 1, 0))], dim=2)
+    def forward(self, *args):
+        return self.function(*args)
 
 
 def kernel_module(kernel: Kernel) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    """A torch module running the kernel, and named example inputs (batch 1, seed 0)."""
+    """The model's module for the kernel's part (eval mode), and named example inputs (batch 1, seed 0)."""
     p = kernel.params
     g = torch.Generator().manual_seed(0)
     rand = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
@@ -172,23 +143,24 @@ def kernel_module(kernel: Kernel) -> tuple[nn.Module, dict[str, torch.Tensor]]:
         return GroupedLinear(p["K"], p["N"], p["g"]), {"x": rand(1, T, p["K"])}
     if kernel.kind == "attention":
         w = p["W"]
-        return _AttentionCore(p["h"], w), {"q": rand(1, T, w), "k": rand(1, T, w), "v": rand(1, T, w), "mask": torch.zeros(1, 1, 1, T)}
+        core = AttentionCore(p["h"], w // p["h"])
+        module = _Call(lambda q, k, v, mask: core(q, k, v, mask)[0], core)
+        return module, {"q": rand(1, T, w), "k": rand(1, T, w), "v": rand(1, T, w), "mask": torch.zeros(1, 1, 1, T)}
     if kernel.kind == "softmax":
-        return _Softmax(), {"x": rand(1, p["h"], T, T)}
-    if kernel.kind == "layer_norm":
-        return nn.LayerNorm(p["W"], eps=1e-12), {"x": rand(1, T, p["W"])}
-    if kernel.kind == "no_norm":
-        return NoNorm(p["W"]), {"x": rand(1, T, p["W"])}
+        return _Call(lambda x: x.softmax(dim=-1)), {"x": rand(1, p["h"], T, T)}
+    if kernel.kind in ("layer_norm", "no_norm"):
+        return make_norm(kernel.kind, p["W"]), {"x": rand(1, T, p["W"])}
     if kernel.kind == "residual_layer_norm":
-        return _ResidualNorm(p["W"]), {"a": rand(1, T, p["W"]), "b": rand(1, T, p["W"])}
+        step = ProjectAddNorm(Projection("", p["W"], p["W"]), "layer_norm", 0.0).eval()
+        return _Call(step.add_norm, step), {"a": rand(1, T, p["W"]), "b": rand(1, T, p["W"])}
     if kernel.kind in ("gelu", "relu"):
-        return (nn.GELU() if kernel.kind == "gelu" else nn.ReLU()), {"x": rand(1, T, p["W"])}
+        return make_activation(kernel.kind), {"x": rand(1, T, p["W"])}
     if kernel.kind == "add":
-        return _Add(), {"a": rand(1, T, p["W"]), "b": rand(1, T, p["W"])}
+        return _Call(torch.add), {"a": rand(1, T, p["W"]), "b": rand(1, T, p["W"])}
     if kernel.kind == "embedding":
         return nn.Embedding(p["V"], p["E"]), {"ids": torch.randint(1, p["V"], (1, T), generator=g)}
     if kernel.kind == "trigram":
-        return _Trigram(), {"x": rand(1, T, p["E"])}
+        return _Call(trigram), {"x": rand(1, T, p["E"])}
     raise NasError(f"unknown kernel kind {kernel.kind!r}")
 
 

@@ -46,22 +46,51 @@ def test_count_equals_fvcore_on_50_random_mobile_genomes():
         assert (cost.macs, cost.params) == (macs, params), arch
 
 
-def test_op_graph_is_the_count():
+def test_ops_are_the_count_and_a_connected_dag():
     arch = nas.reference("mobilebert").arch
-    graph = nas.op_graph(arch, 64)
+    op_list = nas.ops(arch, 64)
     cost = nas.count(arch, 64)
-    assert sum(d.get("macs", 0) for _, d in graph.nodes(data=True)) == cost.macs
-    assert sum(d.get("params", 0) for _, d in graph.nodes(data=True)) == cost.params
-    import networkx as nx
-
-    assert nx.is_directed_acyclic_graph(graph)
-    # one source (the token ids), and every op reachable from it
-    assert [n for n in graph if graph.in_degree(n) == 0] == ["input_ids"]
-    assert nx.descendants(graph, "input_ids") == set(graph) - {"input_ids"}
+    assert sum(op.macs for op in op_list) == cost.macs
+    assert sum(op.params for op in op_list) == cost.params
+    seen = {"input_ids"}
+    for op in op_list:  # in execution order: every op reads only what came before it
+        assert set(op.inputs) <= seen, op.name
+        seen.add(op.name)
+    by_name = {op.name: op for op in op_list}
+    for op in op_list:  # consumers mirror inputs
+        assert all(op.name in by_name[c].inputs for c in op.consumers), op.name
+        assert all(op.name in by_name[i].consumers for i in op.inputs if i != "input_ids"), op.name
+    # every op but the pooler's last feeds another: nothing computed is dropped
+    assert [op.name for op in op_list if not op.consumers] == ["pooler.tanh"]
+    assert by_name[f"layers.{arch.num_layers - 1}.output_bottleneck.norm"].consumers == ("pooler.first_token",)
+    assert {op.role for op in op_list} <= set(nas.graph.ROLES)
     # grouped projections carry their group count
-    sq = nas.op_graph(nas.reference("squeezebert").arch, 8)
-    assert sq.nodes["layers.0.attention.query"]["groups"] == 4
-    assert sq.nodes["layers.0.attention_output"]["groups"] == 1
+    squeezebert = {op.name: op for op in nas.ops(nas.reference("squeezebert").arch, 8)}
+    assert squeezebert["layers.0.attention.query"].groups == 4
+    assert squeezebert["layers.0.attention_output.dense"].groups == 1
+
+
+@pytest.mark.parametrize("reference", ["bert-base", "squeezebert", "mobilebert", "mobilebert-tiny"])
+def test_the_block_plan_is_the_model_and_the_ops(reference):
+    """One description of a block: each projection of the plan is a module of the built block with
+    its widths and groups, and an op of the same name; the block holds no other projection."""
+    import torch
+
+    from nas.block import block_plan
+    from nas.model import Block, GroupedLinear
+
+    arch = nas.reference(reference).arch.replace(num_layers=1, vocab_size=64)
+    plan = block_plan(arch)
+    block = Block(arch, "eager", 0.0)
+    modules = dict(block.named_modules())
+    projections = {name for name, m in modules.items() if isinstance(m, (torch.nn.Linear, GroupedLinear))}
+    assert projections == {p.path for p in plan.projections}
+    ops = {op.name: op for op in nas.ops(arch, 8)}
+    for part in plan.projections:
+        module, op = modules[part.path], ops[f"layers.0.{part.path}"]
+        assert (module.in_features, module.out_features, getattr(module, "groups", 1)) == (part.in_width, part.out_width, part.groups)
+        assert op.groups == part.groups and op.params == part.params == sum(t.numel() for t in module.parameters())
+    assert arch.mha_params + arch.ffn_params == sum(p.params for p in plan.attention_projections + plan.ffn_projections)
 
 
 def test_seq_len_is_checked():
