@@ -228,10 +228,10 @@ def _timed_search(trials: int, hold_s: float, root: Path) -> tuple[float, list[d
     from nas.search.tune import run_search
 
     settings = SearchSettings.from_dict(DEFAULTS.to_dict() | {
-        "space": "mobile", "objectives": ["params", "flops"], "constraints": [], "trials": trials, "hold_s": hold_s, "seed": trials,
+        "space": "mobile", "objectives": ["params", "flops"], "constraints": [], "trials": trials, "seed": trials,
     })
     run = RunDir(root / f"overhead-{trials}")
-    outcome = run_search(settings, run, progress=False)
+    outcome = run_search(settings, run, progress=False, trial_hold_s=hold_s)
     rows = [r for r in read_trials_csv(run.trials_csv) if r["tune_trial_id"]]
     return outcome.wall_s, rows
 

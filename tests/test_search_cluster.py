@@ -41,7 +41,7 @@ def test_a_search_survives_losing_a_worker_node(cluster, tmp_path):
     # One CPU per node and per trial: each node runs exactly one trial at a time, so a node
     # removed while the first three trials hold their CPUs takes one running trial with it.
     settings = SearchSettings(space="tiny", objectives=["params", "flops"], constraints=[], trials=6, sampler="random",
-                              seed=3, concurrency=3, hold_s=6.0, max_failures=2)
+                              seed=3, concurrency=3, max_failures=2)
     run = RunDir(tmp_path / "cluster")
     removed = threading.Event()
 
@@ -58,7 +58,7 @@ def test_a_search_survives_losing_a_worker_node(cluster, tmp_path):
 
     watcher = threading.Thread(target=remove_a_worker_mid_search, daemon=True)
     watcher.start()
-    outcome = run_search(settings, run, address=cluster.address, progress=False)
+    outcome = run_search(settings, run, address=cluster.address, progress=False, trial_hold_s=6.0)
     watcher.join(timeout=5)
     assert removed.is_set(), "the worker was not removed while the search ran"
     records = read_trials_csv(run.trials_csv)

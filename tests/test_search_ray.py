@@ -23,6 +23,7 @@ from nas.search.objectives import CheapScorer  # noqa: E402
 from nas.search.pareto import non_dominated  # noqa: E402
 from nas.search.run_dir import RunDir, read_trials_csv  # noqa: E402
 from nas.search.settings import SearchSettings  # noqa: E402
+from nas.search.trial import HOLD_ENV  # noqa: E402
 from nas.space import load_space  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -190,9 +191,9 @@ def test_a_time_budget_ends_the_search_early_and_cleanly(local_ray, tmp_path):
     from nas.search.tune import run_search
 
     settings = SearchSettings(space="tiny", objectives=["params", "flops"], constraints=[], trials=40, sampler="random",
-                              time_budget_s=2.0, hold_s=0.5)
+                              time_budget_s=2.0)
     run = RunDir(tmp_path / "budget")
-    outcome = run_search(settings, run, progress=False)
+    outcome = run_search(settings, run, progress=False, trial_hold_s=0.5)
     assert outcome.stopped == "time budget of 2 s spent" and not outcome.interrupted
     assert outcome.ray_trials < settings.trials
     study = optuna_study.load_study(run.journal_path)
@@ -238,12 +239,14 @@ def test_a_search_killed_at_any_moment_resumes_exactly(moment, local_ray, tmp_pa
         )
     else:
         settings = SearchSettings(space="tiny", objectives=["params", "flops"], constraints=[], trials=6, sampler="tpe",
-                                  seed=2, concurrency=2, hold_s=1.5)
+                                  seed=2, concurrency=2)
     settings_path = tmp_path / "settings.json"
     settings_path.write_text(json.dumps(settings.to_dict()))
     run = RunDir(tmp_path / "killed")
     # The driver joins this module's Ray (starting a second one would double the test's time).
     env = os.environ | {"PYTHONPATH": str(REPO), "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    if moment != "while_asha_prunes":  # trials that hold their CPUs 1.5 s, so the kill finds some running
+        env[HOLD_ENV] = "1.5"
     driver = subprocess.Popen(
         [sys.executable, "-m", "nas.cli", "search", "--settings", str(settings_path), "--name", str(run.root), "--quiet", "--no-report"],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,

@@ -5,8 +5,8 @@
 builds the student from the genome, trains it for ``steps`` AdamW steps (linear warm-up, linear
 decay, gradient clipping) against the teacher's hidden states, attention maps and sentence
 embeddings, and evaluates the held-out split at ``num_checkpoints`` evenly spaced steps. Each
-checkpoint goes to ``on_checkpoint``; returning True stops the run (status "stopped"), which is how
-a search's ASHA scheduler prunes. A NaN or a blow-up ends the run with status "diverged"; bad input
+checkpoint goes to ``on_checkpoint``; returning True stops the run (status "pruned", as a search's
+ASHA scheduler prunes). A NaN or a blow-up ends the run with status "diverged"; bad input
 (teacher, corpus, genome vocabulary) raises DistillError before any training.
 
 Same genome, teacher, corpus, seed, steps, precision, thread count and hardware: the same numbers,
@@ -27,6 +27,7 @@ from typing import Any, Callable
 import torch
 
 from nas.arch import ArchConfig
+from nas.statuses import DISTILL_STATUSES
 from nas.distill.config import DistillConfig, DistillError
 from nas.distill.data import DistillData, TargetStore, mean_pool, prepare_data
 from nas.distill.losses import LinearReadout, LossWeights, Projections, distillation_losses, layer_mapping
@@ -35,7 +36,7 @@ from nas.distill.teacher import Teacher, load_teacher
 from nas.model import Encoder, EncoderOutput, build_model
 from nas.precision import autocast, device_model
 
-STATUSES = ("ok", "diverged", "stopped")
+STATUSES = DISTILL_STATUSES  # nas.statuses: one vocabulary with the search's trials
 EVAL_BATCH = 32
 PROJECTION_FIT_BATCHES = 4
 
@@ -75,7 +76,7 @@ class Checkpoint:
 class DistillResult:
     """How a run ended, its checkpoints, and the trained student when it finished (status "ok")."""
 
-    status: str  # "ok" | "diverged" | "stopped"
+    status: str  # "ok" | "diverged" | "pruned"
     reason: str
     arch: ArchConfig
     config: DistillConfig
@@ -299,7 +300,7 @@ class _Run:
                         self.snapshots[step] = {k: v.detach().clone() for k, v in self.student.state_dict().items()}
                     window_losses = []
                     if self.on_checkpoint is not None and self.on_checkpoint(checkpoint) is True and step < steps:
-                        status = "stopped"
+                        status = "pruned"
                         reason = f"stopped by the callback after checkpoint {checkpoint.index} (step {step} of {steps})"
                         break
                     self.student.train()

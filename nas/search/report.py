@@ -691,6 +691,6 @@ def markdown(results: RunResults, png: str = "pareto.png", html_name: str = "par
 
 
 def _status_help() -> dict[str, str]:
-    from nas.search.run_dir import STATUSES
+    from nas.statuses import STATUSES
 
     return STATUSES

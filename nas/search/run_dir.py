@@ -35,19 +35,6 @@ from nas.search.pareto import non_dominated
 
 RUNS_DIR = Path("runs")
 GENOME_FIELDS = [f.name for f in fields(ArchConfig)]
-# Trial statuses. Only "ok" trials can be Pareto-optimal.
-STATUSES = {
-    "ok": "evaluated in full",
-    "infeasible": "broke a constraint; scored in milliseconds, never trained",
-    "invalid": "the sampler's values are not a genome (a width a head or group count does not divide)",
-    "duplicate": "the same genome as an earlier trial; its scores are copied, it is not run again",
-    "pruned": "stopped early by successive halving (ASHA); its distillation score is partial",
-    "diverged": "distillation diverged",
-    "crashed": "a scorer raised an error",
-    "failed": "its Ray worker or node died more often than max_failures allows",
-    "lost": "proposed just before the driver stopped, never run",
-    "interrupted": "running when the search was stopped; a resume proposes its genome again",
-}
 _FIXED_COLUMNS = ["trial", "status", "reason", "genome_id"]
 _TAIL_COLUMNS = ["elapsed_s", "step", "restarts", "tune_trial_id", "node"]
 
@@ -174,7 +161,7 @@ class TrialLog:
     """One record per trial, keyed by Optuna trial number; every change rewrites trials.csv and
     pareto.json atomically, so a finished trial is on disk before the search moves on.
 
-    A record is a dict: ``trial``, ``status`` (one of STATUSES), ``reason``, ``genome_id``,
+    A record is a dict: ``trial``, ``status`` (one of ``nas.statuses.STATUSES``), ``reason``, ``genome_id``,
     ``genome`` (dict or None), ``scores`` (metric -> float), ``elapsed_s``, ``step``, ``restarts``
     (times Ray restarted the trial after its worker or node died), ``tune_trial_id``, ``node`` (the
     Ray node that ran it, ``IP/NODE_ID``), and ``student`` (path or None).

@@ -15,6 +15,9 @@ from typing import Any
 from nas.errors import NasError, read_user_text
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
+# Settings earlier versions wrote that no longer decide anything: read and dropped, so their runs resume.
+# hold_s, a rehearsal hook, is now nas.search.trial.HOLD_ENV.
+_RETIRED = ("hold_s",)
 
 
 @dataclass
@@ -51,15 +54,13 @@ class SearchSettings:
     quality_references: list[str] = field(default_factory=lambda: ["mobilebert", "mobilebert-tiny"])
     keep_students: bool = False  # save Pareto students' weights (safetensors) for `nas export`
     max_failures: int = 2  # Ray retries of a trial whose worker or node died
-    # Seconds each trial keeps its CPUs after scoring: a stand-in for slow scorers when rehearsing
-    # node failures and measuring scheduling overhead. 0 in real searches.
-    hold_s: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "settings") -> "SearchSettings":
         if not isinstance(data, dict):
             raise NasError(f"{source}: expected a JSON object of search settings")
         known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k not in _RETIRED}  # runs written by earlier versions resume
         unknown = sorted(set(data) - known)
         if unknown:
             raise NasError(f"{source}: unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
@@ -108,8 +109,8 @@ class SearchSettings:
             raise fail("asha_grace_fraction", "must be in (0, 1]")
         if self.time_budget_s is not None and (isinstance(self.time_budget_s, bool) or not isinstance(self.time_budget_s, (int, float)) or self.time_budget_s <= 0):
             raise fail("time_budget_s", f"{self.time_budget_s!r} must be a positive number of seconds or null")
-        if self.hold_s < 0 or self.max_failures < 0:
-            raise fail("hold_s" if self.hold_s < 0 else "max_failures", "must not be negative")
+        if self.max_failures < 0:
+            raise fail("max_failures", "must not be negative")
         if not isinstance(self.objectives, list) or not all(isinstance(o, str) for o in self.objectives):
             raise fail("objectives", "must be a list of names")
         if not isinstance(self.constraints, list) or not all(isinstance(c, str) for c in self.constraints):

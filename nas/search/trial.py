@@ -9,7 +9,8 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray import tune
@@ -17,8 +18,34 @@ from ray import tune
 from nas.arch import ArchConfig
 from nas.search.settings import SearchSettings
 
+if TYPE_CHECKING:
+    from nas.distill import DistillConfig
 
-def evaluate_candidate(config: dict[str, Any], setup: dict[str, Any]) -> None:
+# Seconds each trial keeps its CPUs after scoring: a rehearsal hook for node loss, kills and
+# scheduling overhead (tests, bench/search.py), read by the driver; never part of a run's settings.
+HOLD_ENV = "NAS_TRIAL_HOLD_S"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What every Ray trial of a search needs from the driver, fixed when the search starts."""
+
+    objectives: tuple[str, ...]
+    cpus: int  # torch threads: the CPUs Ray reserved for the trial
+    distill: "DistillConfig | None"  # the run each trial distils; None when distill is not an objective
+    keep_students: bool
+    hold_s: float = 0.0  # see HOLD_ENV
+
+    @classmethod
+    def for_search(cls, settings: SearchSettings, objectives: list[str], hold_s: float | None = None) -> "TrialSpec":
+        """The spec of a search with these settings; ``hold_s`` None reads HOLD_ENV (0 when unset)."""
+        if hold_s is None:
+            hold_s = float(os.environ.get(HOLD_ENV) or 0)
+        distill = settings.distill_config() if "distill" in objectives else None
+        return cls(tuple(objectives), settings.cpus_per_trial, distill, settings.keep_students, max(0.0, hold_s))
+
+
+def evaluate_candidate(config: dict[str, Any], spec: TrialSpec) -> None:
     """One Ray Tune trial: the expensive scores of one genome, reported to Tune.
 
     The cheap scores arrive in the config (the driver computed them while screening). Every report
@@ -29,25 +56,24 @@ def evaluate_candidate(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """
     import torch
 
-    cpus = setup["cpus_per_trial"]
-    torch.set_num_threads(cpus)  # the CPUs Ray reserved for this trial, no more
+    torch.set_num_threads(spec.cpus)  # the CPUs Ray reserved for this trial, no more
     # The device comes from what Ray gave the trial; reported, so placement can be read from the results.
     placement = {"device": trial_device(), "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids())}
     started = time.perf_counter()
     base: dict[str, Any] = dict(config["scores"]) | {
         "trial": config["trial"], "genome_id": config["genome_id"], "status": "running", "reason": "", "node": node_label(),
     } | placement
-    if "distill" in setup["objectives"]:
+    if spec.distill is not None:
         base["step"] = 0  # ASHA's clock
     final: dict[str, Any] = {"status": "ok"}
     checkpoint = None
     try:
-        if "distill" in setup["objectives"]:
-            final, checkpoint = _distill(ArchConfig.from_dict(config["genome"]), setup, base, started)
+        if spec.distill is not None:
+            final, checkpoint = _distill(ArchConfig.from_dict(config["genome"]), spec, base, started)
     except Exception as err:  # noqa: BLE001 - any scorer failure is the candidate's outcome, not the search's
         final = {"status": "crashed", "reason": f"{type(err).__name__}: {err}".splitlines()[0][:500]}
-    if setup["hold_s"]:
-        time.sleep(setup["hold_s"])
+    if spec.hold_s:
+        time.sleep(spec.hold_s)
     final["elapsed_s"] = round(time.perf_counter() - started, 6)
     if checkpoint is not None:
         with checkpoint as directory:
@@ -63,10 +89,10 @@ def node_label() -> str:
     return f"{ray.util.get_node_ip_address()}/{context.get_node_id()}"
 
 
-def _distill(arch: ArchConfig, setup: dict[str, Any], base: dict[str, Any], started: float):
+def _distill(arch: ArchConfig, spec: TrialSpec, base: dict[str, Any], started: float):
     from nas.distill import distill
 
-    config = SearchSettings.from_dict(setup["settings"]).distill_config()
+    config = spec.distill
     if config.device == "auto":
         config = config.replace(device=base["device"])
 
@@ -78,14 +104,14 @@ def _distill(arch: ArchConfig, setup: dict[str, Any], base: dict[str, Any], star
         tune.report(dict(base))  # blocks until Tune has seen it; raises SystemExit if ASHA stops us
 
     result = distill(arch, config, on_checkpoint=on_checkpoint)
-    final: dict[str, Any] = {"status": "ok" if result.status == "ok" else "diverged" if result.status == "diverged" else "crashed", "reason": result.reason or ""}
+    final: dict[str, Any] = {"status": result.status, "reason": result.reason or ""}  # nas.statuses: one vocabulary
     if result.status == "ok":
         final["distill"] = float(result.score)
         baseline = _constant_embedding_score(config, result)
         if baseline is not None:
             final["distill_baseline"] = float(baseline)
     checkpoint = None
-    if result.status == "ok" and setup["keep_students"] and result.student is not None:
+    if result.status == "ok" and spec.keep_students and result.student is not None:
         checkpoint = _StudentCheckpoint(result)
     return final, checkpoint
 

@@ -46,7 +46,7 @@ from nas.search.objectives import CheapScorer, Constraint, Objective, check_feas
 from nas.search.run_dir import RunDir
 from nas.search.searcher import DRIVERS, Driver, ParetoOptunaSearch, settle_orphans
 from nas.search.settings import SearchSettings
-from nas.search.trial import evaluate_candidate
+from nas.search.trial import TrialSpec, evaluate_candidate
 from nas.space import Space, load_space
 
 log = logging.getLogger("nas.search")
@@ -194,11 +194,13 @@ def run_search(
     resume: bool = False,
     progress: bool = True,
     num_cpus: int | None = None,
+    trial_hold_s: float | None = None,
 ) -> SearchOutcome:
     """Run (or resume) the search in `run`; return its trials and Pareto front.
 
     Checks everything checkable first (NasError, one line, before any work); takes the run's lock;
-    joins `address` or starts (and later stops) a local Ray.
+    joins `address` or starts (and later stops) a local Ray. `trial_hold_s` is a rehearsal hook
+    (``nas.search.trial.HOLD_ENV``): seconds each trial keeps its CPUs after scoring.
     """
     if resume:
         run.require()
@@ -237,7 +239,7 @@ def run_search(
         # A resumed search is a fresh Tune experiment for the Ray trials still to run; what ran
         # before is in the journal and trials.csv (never Tune's snapshot, which lags behind).
         remaining = settings.trials - driver.ray_rows()
-        tuner = _new_tuner(driver, num_samples=remaining) if remaining > 0 else None
+        tuner = _new_tuner(driver, remaining, trial_hold_s) if remaining > 0 else None
         _describe_study(driver)
         if tuner is not None:
             tuner.fit()
@@ -267,27 +269,21 @@ def run_search(
 
 def _describe_study(driver: Driver) -> None:
     """Metric names, constraint names and what the records mean, on the study (the searcher created it)."""
-    from nas.search.run_dir import STATUSES
+    from nas.statuses import STATUSES
 
     notes = _STUDY_NOTES | {"statuses": STATUSES, "run": str(driver.run.root)}
     optuna_study.describe_study(driver.study, [o.name for o in driver.objectives], [c.source for c in driver.constraints], notes)
 
 
-def _trainable(driver: Driver):
+def _trainable(driver: Driver, hold_s: float | None):
     settings = driver.settings
-    setup = {
-        "objectives": [o.name for o in driver.objectives],
-        "cpus_per_trial": settings.cpus_per_trial,
-        "settings": settings.to_dict(),
-        "keep_students": settings.keep_students,
-        "hold_s": settings.hold_s,
-    }
-    trainable = tune.with_parameters(evaluate_candidate, setup=setup)
+    spec = TrialSpec.for_search(settings, [o.name for o in driver.objectives], hold_s)
+    trainable = tune.with_parameters(evaluate_candidate, spec=spec)
     resources = {"cpu": settings.cpus_per_trial} | ({"gpu": settings.gpus_per_trial} if settings.gpus_per_trial else {})
     return tune.with_resources(trainable, resources)
 
 
-def _new_tuner(driver: Driver, num_samples: int | None = None) -> tune.Tuner:
+def _new_tuner(driver: Driver, num_samples: int, hold_s: float | None) -> tune.Tuner:
     settings, run = driver.settings, driver.run
     searcher = ParetoOptunaSearch(
         str(run.root),
@@ -315,7 +311,7 @@ def _new_tuner(driver: Driver, num_samples: int | None = None) -> tune.Tuner:
             stop_last_trials=False,
         )
     return tune.Tuner(
-        _trainable(driver),
+        _trainable(driver, hold_s),
         # No metric or mode here: a scalar pair would silently make the study single-objective.
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency(settings)),
