@@ -57,11 +57,16 @@ DRIVERS: dict[str, "Driver"] = {}
 class Driver:
     """Driver-side state of one search: the space, scorers, constraints and the trial log."""
 
-    def __init__(self, run: RunDir, settings: SearchSettings, space: Space, progress: bool, resume: bool = False) -> None:
+    def __init__(self, run: RunDir, settings: SearchSettings, space: Space, progress: bool, resume: bool = False,
+                 scoring: tuple | None = None) -> None:
+        """`scoring`: (objectives, constraints, scorer) as ``parse_scoring`` returns them for these
+        settings, when the caller has them already; else parsed here."""
         self.run = run
         self.settings = settings
         self.space = space
-        self.objectives, self.constraints, self.scorer = parse_scoring(settings.objectives, settings.constraints, settings.seq_len)
+        if scoring is None:
+            scoring = parse_scoring(settings.objectives, settings.constraints, settings.seq_len)
+        self.objectives, self.constraints, self.scorer = scoring
         if optuna_study.repair_journal(run.journal_path):
             log.warning("%s: cut a torn last line (the driver was killed while writing it)", run.journal_path)
         self.study = optuna_study.open_study(run.journal_path, [o.direction for o in self.objectives])

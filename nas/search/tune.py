@@ -215,7 +215,7 @@ def run_search(
             raise NasError(f"--name {run.root}: a folder with files that is not a search run; pick another --name (nothing was written)")
         space = load_space(settings.space)
     check_writable_folder(run.root, "--resume" if resume else "--name")
-    objectives, _, _ = prepare(settings, space)
+    scoring = prepare(settings, space)  # parsed once: the driver takes it as it is
     if address or os.environ.get("RAY_ADDRESS"):
         check_address(address or os.environ["RAY_ADDRESS"])
     created = not run.root.exists()
@@ -233,7 +233,7 @@ def run_search(
             atomic_write_text(run.space_path, Path(space.path).read_text())
             atomic_write_json(run.settings_path, settings.to_dict())
         optuna_study.quiet_optuna()
-        driver = Driver(run, settings, space, progress, resume=resume)
+        driver = Driver(run, settings, space, progress, resume=resume, scoring=scoring)
         DRIVERS[str(run.root)] = driver
         started = time.perf_counter()
         # A resumed search is a fresh Tune experiment for the Ray trials still to run; what ran
