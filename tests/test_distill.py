@@ -228,6 +228,26 @@ def test_threads_follow_the_config_and_are_restored(config):
     assert seen == [2] and torch.get_num_threads() == before
 
 
+def test_repeats_pool_independent_runs_on_one_clock(config):
+    """repeats=2: the score is the mean of the two single runs (seeds 0 and 1) exactly, the
+    checkpoints count steps over both, and the student is the seed-0 run's."""
+    single = [distill(TINY, config.replace(seed=seed)) for seed in (0, 1)]
+    seen = []
+    pooled = distill(TINY, config.replace(repeats=2), on_checkpoint=lambda c: seen.append((c.index, c.step, c.steps)))
+    assert pooled.status == "ok" and pooled.score == pytest.approx((single[0].score + single[1].score) / 2, abs=1e-12)
+    assert seen == [(1, 3, 12), (2, 6, 12), (3, 9, 12), (4, 12, 12)] == [(c.index, c.step, c.steps) for c in pooled.checkpoints]
+    assert config.replace(repeats=2).reported_steps == [3, 6, 9, 12]
+    assert pooled.checkpoints[1].score == single[0].score  # the first run's end: its own score
+    first = single[0].student.state_dict()
+    assert all(torch.equal(v, first[k]) for k, v in pooled.student.state_dict().items())
+    assert pooled.tokens_seen == single[0].tokens_seen + single[1].tokens_seen
+    # the callback stops the pooled run at the first run's end: no second run starts
+    stopped = distill(TINY, config.replace(repeats=2), on_checkpoint=lambda c: c.index == 2)
+    assert stopped.status == "pruned" and len(stopped.checkpoints) == 2 and stopped.score == single[0].score
+    with pytest.raises(DistillError, match="repeats"):
+        config.replace(repeats=0)
+
+
 def test_callback_returning_true_stops_the_run(config):
     result = distill(TINY, config, on_checkpoint=lambda c: True)
     assert result.status == "pruned" and "checkpoint 1" in result.reason

@@ -28,6 +28,8 @@ def register(subparsers) -> None:
                    "teacher's sentence embedding (default) or a linear probe on the embedded downstream task")  # fmt: skip
     p.add_argument("--steps", type=_positive_int, help=f"training steps (default run: {defaults.steps})")
     p.add_argument("--seed", type=int, help="seed of the student's init and the data order (default 0)")
+    p.add_argument("--repeats", type=_positive_int, help="independent runs (seeds SEED, SEED+1, ...); the score is "
+                   f"their mean (default {defaults.repeats})")  # fmt: skip
     p.add_argument("--teacher", help="a transformers BERT-family model folder or hub id, or a folder saved by --save "
                    "(default: the embedded all-MiniLM-L6-v2)")  # fmt: skip
     p.add_argument("--data", help="a .txt/.md/.csv/.tsv/.json/.jsonl/.parquet file or a hub dataset NAME[:CONFIG] "

@@ -38,6 +38,7 @@ class DistillConfig:
 
     steps: int = 360
     seed: int = 0
+    repeats: int = 1  # independent runs (seeds seed, seed+1, ...) of `steps` each; the score is their mean
     teacher: str | None = None
     data: str | None = None
     text_column: str = "text"
@@ -125,6 +126,12 @@ class DistillConfig:
         return sorted({max(1, round(k * self.steps / n)) for k in range(1, n + 1)})
 
     @property
+    def reported_steps(self) -> list[int]:
+        """The steps, counted over all repeats, at which a checkpoint reaches ``on_checkpoint``: a
+        search's ASHA clock (the checkpoints of repeat r sit at r * steps + its checkpoint steps)."""
+        return [r * self.steps + step for r in range(self.repeats) for step in self.checkpoint_steps]
+
+    @property
     def warmup_steps(self) -> int:
         return min(self.steps, max(1, round(self.warmup_fraction * self.steps)))
 
@@ -147,7 +154,7 @@ class DistillConfig:
                     raise fail(f.name, "must be a finite number")
             elif kind.startswith("str") and not isinstance(value, str):
                 raise fail(f.name, "must be a string")
-        for name in ("steps", "seq_len", "batch_size", "num_checkpoints", "heldout_examples"):
+        for name in ("steps", "repeats", "seq_len", "batch_size", "num_checkpoints", "heldout_examples"):
             if getattr(self, name) < 1:
                 raise fail(name, "must be at least 1")
         for name in ("threads", "train_examples"):

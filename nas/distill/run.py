@@ -15,6 +15,7 @@ bit for bit on a CPU. On CUDA some backward kernels add with atomics (docs/disti
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -152,9 +153,83 @@ def distill(
         teacher = load_teacher(config.teacher, config.resolved_cache_dir)
         check_compatible(arch, teacher, config)
         data = prepare_data(config, teacher, device)
-        return _Run(arch, config, teacher, data, on_checkpoint, progress, start, snapshot_steps, device, precision).train()
+        if config.repeats == 1:
+            return _Run(arch, config, teacher, data, on_checkpoint, progress, start, snapshot_steps, device, precision).train()
+        return _repeated(arch, config, teacher, data, on_checkpoint, progress, start, snapshot_steps, device, precision)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _repeated(arch, config: DistillConfig, teacher, data, on_checkpoint, progress, start, snapshot_steps, device, precision) -> DistillResult:
+    """``config.repeats`` independent runs (seeds seed, seed + 1, ...) on the same windows and
+    teacher targets, pooled: each checkpoint reports the mean of the finished runs' final scores and
+    the current run's score, on one clock over all runs; the result's score is the mean of the
+    final scores, its student the first run's (seed ``config.seed``)."""
+    results: list[DistillResult] = []
+    pooled: list[Checkpoint] = []
+    stop = [False]  # the callback asked to stop at a run's last checkpoint: no further run starts
+
+    def relay(repeat: int):
+        def pool(checkpoint: Checkpoint) -> bool | None:
+            point = _pooled(checkpoint, repeat, config, [r.checkpoints[-1] for r in results], len(pooled), start)
+            pooled.append(point)
+            stop[0] = on_checkpoint is not None and on_checkpoint(point) is True
+            return stop[0]
+
+        return pool
+
+    for repeat in range(config.repeats):
+        single = config.replace(seed=config.seed + repeat, repeats=1)
+        result = _Run(arch, single, teacher, data, relay(repeat), progress, start, snapshot_steps if repeat == 0 else (),
+                      device, precision).train()
+        results.append(result)
+        if result.status != "ok" or stop[0]:
+            break
+    first, last = results[0], results[-1]
+    status = "pruned" if last.status == "ok" and len(results) < config.repeats else last.status
+    reason = f"{last.reason} (run {len(results)} of {config.repeats}, seed {config.seed + len(results) - 1})"
+    if status == "pruned" and last.status == "ok":
+        reason = f"stopped by the callback after checkpoint {pooled[-1].index} (step {pooled[-1].step} of {pooled[-1].steps})"
+    if status == "ok":
+        reason = f"mean of {config.repeats} runs of {config.steps} steps (seeds {config.seed}-{config.seed + config.repeats - 1})"
+    done = status == "ok"
+    return dataclasses.replace(
+        first,
+        status=status,
+        reason=reason,
+        config=config,
+        checkpoints=pooled,
+        score=pooled[-1].score if pooled and status != "diverged" else None,
+        heldout_loss=pooled[-1].heldout_loss if pooled and status != "diverged" else None,
+        tokens_seen=sum(r.tokens_seen for r in results),
+        train_s=sum(r.train_s for r in results),
+        elapsed_s=time.perf_counter() - start,
+        student=first.student if done else None,
+        snapshots=first.snapshots if done else {},
+        projections=first.projections if done else None,
+    )
+
+
+def _pooled(checkpoint: Checkpoint, repeat: int, config: DistillConfig, finals: list[Checkpoint], index: int, start: float) -> Checkpoint:
+    """A checkpoint of repeat ``repeat`` as the pooled run reports it: the mean over the finished
+    runs' last checkpoints and this one, at its step counted over all repeats."""
+    def mean(name: str) -> float | None:
+        values = [getattr(c, name) for c in (*finals, checkpoint)]
+        return None if any(v is None for v in values) else sum(values) / len(values)
+
+    return dataclasses.replace(
+        checkpoint,
+        index=index + 1,
+        step=repeat * config.steps + checkpoint.step,
+        steps=config.repeats * config.steps,
+        heldout_loss=mean("heldout_loss"),
+        score=mean("score"),
+        cosine=mean("cosine"),
+        probe=mean("probe"),
+        tokens_seen=sum(c.tokens_seen for c in finals) + checkpoint.tokens_seen,
+        train_s=sum(c.train_s for c in finals) + checkpoint.train_s,
+        elapsed_s=time.perf_counter() - start,
+    )
 
 
 def check_compatible(arch: ArchConfig, teacher: Teacher, config: DistillConfig) -> None:

@@ -92,7 +92,7 @@ class SearchOutcome:
 def asha_rungs(settings: SearchSettings) -> tuple[int, int] | None:
     """(first rung, last rung) in distillation steps for ASHA, or None when the distillation has
     fewer than two checkpoints (nothing to stop early on). Rungs sit on checkpoints before the last."""
-    checkpoints = settings.distill_config().checkpoint_steps
+    checkpoints = settings.distill_config().reported_steps  # over all repeats: the clock trials report on
     if len(checkpoints) < 2:
         return None
     last_rung = checkpoints[-2]
