@@ -1,0 +1,161 @@
+"""Shared by the bench/quality.py commands: the genome set, the result files, one-row-at-a-time CSVs."""
+
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+warnings.filterwarnings("ignore")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+import nas  # noqa: E402
+from nas.arch import ArchConfig  # noqa: E402
+from nas.space import load_space  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GROUND_CSV = RESULTS / "quality_ground_truth.csv"
+PROXY_CSV = RESULTS / "quality_proxies.csv"
+TASKS = {"supersense": ("wordnet-supersense", 48), "pair": ("wordnet-pair", 64)}  # task, fine-tune seq_len
+TEACHER_SHAPE = dict(num_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536, embedding_size=384)
+
+
+def genome_set() -> dict[str, ArchConfig]:
+    """At least 20 genomes over 1-30M parameters and every kind the full space holds."""
+    named = {
+        "mobilebert": nas.reference("mobilebert").arch,
+        "mobilebert-tiny": nas.reference("mobilebert-tiny").arch,
+        "teacher-shape": ArchConfig(**TEACHER_SHAPE),
+        "squeezebert-6x384": ArchConfig(num_layers=6, hidden_size=384, num_attention_heads=6, intermediate_size=1536,
+                                        embedding_size=384, qkv_groups=4, intermediate_groups=4, output_groups=4),
+        "bert-4x512": ArchConfig(num_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048, embedding_size=512),
+        "bert-4x256": ArchConfig(num_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024, embedding_size=256),
+        "bert-2x128": ArchConfig(num_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512, embedding_size=128),
+        "bert-2x64-e32": ArchConfig(num_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=256, embedding_size=32),
+        "mobilebert-12l": ArchConfig(**(nas.reference("mobilebert").arch.to_dict() | {"num_layers": 12})),
+        # the old demo front's best and fastest kinds: 2 layers, a 64-wide bottleneck
+        "demo-2x768-b64": ArchConfig(num_layers=2, hidden_size=768, intra_bottleneck_size=64, embedding_size=256,
+                                     num_attention_heads=4, intermediate_size=512, attention_input="bottleneck"),
+        "demo-2x512-b64": ArchConfig(num_layers=2, hidden_size=512, intra_bottleneck_size=64, embedding_size=384,
+                                     num_attention_heads=4, intermediate_size=512, attention_input="bottleneck"),
+    }
+    # the rest: seeded draws from the full space, 1-30M parameters, at most 12 layers (CPU cost)
+    space = load_space("mobile")
+    drawn = 0
+    for arch in space.iter_samples(400, seed=7):
+        params = nas.count(arch).params
+        if 1e6 <= params <= 30e6 and arch.num_layers <= 12:
+            named[f"mobile-s7-{drawn:02d}"] = arch
+            drawn += 1
+            if drawn == 11:
+                break
+    return named
+
+
+# ---- CSV rows, appended one at a time -------------------------------------------------------
+
+
+def done_names(path: Path) -> set[str]:
+    return {row["name"] for row in _read_list(path)}
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Append one row (header first on a new file), flushed and fsynced: a stop loses no finished row."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists() or path.stat().st_size == 0
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_rows(path: Path) -> dict[str, dict]:
+    return {row["name"]: row for row in _read_list(path)}
+
+
+def provenance(threads: int) -> dict:
+    from nas.precision import cpu_model
+
+    import transformers
+
+    return {
+        "hardware": cpu_model(),
+        "machine": platform.node(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def selected(args) -> dict[str, ArchConfig]:
+    genomes = genome_set()
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = [n for n in wanted if n not in genomes]
+        if unknown:
+            sys.exit(f"quality.py: error: --only {unknown[0]}: not in the genome set (see `genomes`)")
+        genomes = {n: genomes[n] for n in wanted}
+    return genomes
+
+
+
+# the result files and the kept students, by command
+STUDENTS = Path(__file__).resolve().parent.parent / "runs" / "quality" / "students"
+LP_CSV = RESULTS / "quality_ground_truth_lp.csv"
+FEATURES = STUDENTS.parent / "features"
+LP_TASKS = ("supersense", "pos")  # one set of glosses, two label sets: the lexicographer file, its part of speech
+READOUT_CSV = RESULTS / "quality_readouts.csv"
+BUDGET_CSV = RESULTS / "quality_budgets.csv"
+
+def _read_list(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _claimed_by_another(marker: Path) -> bool:
+    try:
+        pid = int(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False  # a stopped run: its genome is free again
+    except PermissionError:
+        pass
+    return True
+
+
+def _pack(correct) -> str:
+    """A dev set's per-example outcomes (bools) as base64 of their packed bits."""
+    import base64
+
+    import numpy as np
+
+    return base64.b64encode(np.packbits(correct.astype(bool)).tobytes()).decode("ascii")
+
+
+def _unpack(text: str, n: int):
+    import base64
+
+    import numpy as np
+
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n].astype(bool)

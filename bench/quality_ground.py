@@ -1,0 +1,227 @@
+"""bench/quality.py ground, extra-task and regrade: the ground truth (long distillation, then downstream
+heads on the kept students)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import torch
+
+import nas
+from nas.arch import ArchConfig
+from quality_common import (
+    FEATURES, GROUND_CSV, LP_CSV, LP_TASKS, RESULTS, STUDENTS, TASKS, _claimed_by_another, _pack, append_row, done_names,
+    provenance, read_rows, selected,
+)  # fmt: skip
+
+
+def finetune_both(student, tasks: dict, config) -> dict[str, dict]:
+    from nas.finetune.run import finetune
+
+    out = {}
+    for key, (task, seq_len) in tasks.items():
+        result = finetune(student, task, config.replace(seq_len=seq_len))
+        out[key] = result
+    return out
+
+
+
+
+def distill_with_retries(arch: ArchConfig, config, snapshot_steps: tuple[int, ...], retries: int = 2):
+    """A long run that diverges says the learning rate was too high, not that the genome is bad:
+    retry at half the rate (twice at most), and record the rate that trained."""
+    from nas.distill import distill
+
+    lr = config.lr
+    for attempt in range(retries + 1):
+        result = distill(arch, config.replace(lr=lr), snapshot_steps=snapshot_steps)
+        if result.status != "diverged" or attempt == retries:
+            return result, lr
+        lr /= 2
+
+
+def save_snapshots(name: str, result) -> None:
+    """Keep each snapshot's weights (runs/quality/students/NAME/STEP.safetensors), so that another
+    fine-tuning protocol can be tried without distilling again."""
+    from safetensors.torch import save_file
+
+    folder = STUDENTS / name
+    folder.mkdir(parents=True, exist_ok=True)
+    result.arch.save(folder / "genome.json")
+    for step, state in result.snapshots.items():
+        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / f"{step}.safetensors"))
+
+
+def run_ground(args) -> None:
+    from nas.distill import DistillConfig
+    from nas.finetune.run import FinetuneConfig
+    from nas.finetune.tasks import load_task
+    from tqdm import tqdm
+
+    torch.set_num_threads(args.threads)
+    genomes = selected(args)
+    todo = [n for n in genomes if n not in done_names(GROUND_CSV)]
+    tasks = {key: (load_task(name, max_train=args.train_examples, max_dev=args.dev_examples), seq)
+             for key, (name, seq) in TASKS.items()}
+    ft_config = FinetuneConfig(lrs=tuple(args.lrs), epochs=args.epochs, threads=args.threads, seed=0)
+    steps = args.distill_steps
+    half = steps // 2
+    config = DistillConfig(steps=steps, seed=0, threads=args.threads, num_checkpoints=steps // 80, heldout_examples=64)
+    if half not in config.checkpoint_steps:
+        sys.exit(f"quality.py: error: --distill-steps {steps}: must be a multiple of 160")
+    prov = provenance(args.threads)
+    if args.reverse:
+        todo.reverse()
+    for name in tqdm(todo, desc="ground truth", unit="genome"):
+        if name in done_names(GROUND_CSV) or _claimed_by_another(STUDENTS / name / "claimed"):
+            continue  # finished, or being run by another live process (one per core)
+        (STUDENTS / name).mkdir(parents=True, exist_ok=True)
+        (STUDENTS / name / "claimed").write_text(str(os.getpid()))
+        arch = genomes[name]
+        began = time.perf_counter()
+        result, lr = distill_with_retries(arch, config, (half, steps))
+        row = {"name": name, "arch_id": arch.id, "params": nas.count(arch).params, "flops": 2 * nas.count(arch, 128).macs,
+               "layers": arch.num_layers, "status": result.status, "distill_steps": steps, "distill_lr": lr}
+        if result.status != "ok":
+            row |= {"reason": result.reason}
+            append_row(GROUND_CSV, _complete_ground_row(row))
+            continue
+        save_snapshots(name, result)
+        row["score_curve"] = json.dumps({c.step: round(c.score, 5) for c in result.checkpoints})
+        row["heldout_curve"] = json.dumps({c.step: round(c.heldout_loss, 5) for c in result.checkpoints})
+        distill_s = time.perf_counter() - began
+        student = result.student
+        accs = {}
+        for label, step in (("half", half), ("full", steps)):
+            student.load_state_dict(result.snapshots[step])
+            for key, ft in finetune_both(student, tasks, ft_config).items():
+                accs[f"{label}_{key}_acc"] = round(ft.accuracy, 5)
+                accs[f"{label}_{key}_f1"] = round(ft.macro_f1, 5)
+                accs[f"{label}_{key}_lr"] = ft.best_lr
+        row |= accs
+        row["gt_half"] = round((accs["half_supersense_acc"] + accs["half_pair_acc"]) / 2, 5)
+        row["gt"] = round((accs["full_supersense_acc"] + accs["full_pair_acc"]) / 2, 5)
+        row["distill_s"] = round(distill_s, 1)
+        row["total_s"] = round(time.perf_counter() - began, 1)
+        row["precision"] = result.precision
+        row["reason"] = ""
+        append_row(GROUND_CSV, _complete_ground_row(row | {"settings": json.dumps({
+            "distill": {k: v for k, v in config.to_dict().items() if k in ("steps", "batch_size", "seq_len", "lr", "seed")},
+            "finetune": ft_config.to_dict() | {"train_examples": args.train_examples, "dev_examples": args.dev_examples},
+            "tasks": {k: v[0].describe() for k, v in tasks.items()}, "provenance": prov})}))
+        tqdm.write(f"{name}: gt {row['gt']:.4f} (half {row['gt_half']:.4f}) in {row['total_s']:.0f}s")
+
+
+GROUND_FIELDS = ["name", "arch_id", "params", "flops", "layers", "status", "distill_steps", "distill_lr", "score_curve", "heldout_curve",
+                 *[f"{b}_{t}_{m}" for b in ("half", "full") for t in TASKS for m in ("acc", "f1", "lr")],
+                 "gt_half", "gt", "distill_s", "total_s", "precision", "reason", "settings"]
+
+
+def _complete_ground_row(row: dict) -> dict:
+    return {k: row.get(k, "") for k in GROUND_FIELDS}
+
+
+def run_extra_task(args) -> None:
+    """Fine-tune the kept students (both snapshots) on one more task: quality_ground_truth_TASK.csv."""
+    from safetensors.torch import load_file
+    from tqdm import tqdm
+
+    from nas.finetune.run import FinetuneConfig, finetune
+    from nas.finetune.tasks import load_task
+    from nas.model import build_model
+
+    torch.set_num_threads(args.threads)
+    path = RESULTS / f"quality_ground_truth_{args.task}.csv"
+    ground = read_rows(GROUND_CSV)
+    task = load_task(args.task, max_train=args.train_examples, max_dev=args.dev_examples)
+    ft_config = FinetuneConfig(lrs=tuple(args.lrs), epochs=args.epochs, threads=args.threads, seed=0, seq_len=48)
+    for name in tqdm([n for n in ground if ground[n]["status"] == "ok"], desc=args.task, unit="genome"):
+        if name in done_names(path):
+            continue
+        steps = int(ground[name]["distill_steps"])
+        folder = STUDENTS / name
+        encoder = build_model(ArchConfig.load(folder / "genome.json"))
+        row = {"name": name}
+        for label, step in (("half", steps // 2), ("full", steps)):
+            encoder.load_state_dict(load_file(str(folder / f"{step}.safetensors")))
+            result = finetune(encoder, task, ft_config)
+            row |= {f"{label}_acc": round(result.accuracy, 5), f"{label}_f1": round(result.macro_f1, 5), f"{label}_lr": result.best_lr}
+        append_row(path, row | {"settings": json.dumps(ft_config.to_dict() | {"task": task.describe()})})
+        tqdm.write(f"{name}: {args.task} {row['full_acc']:.4f} (half {row['half_acc']:.4f})")
+
+
+# ---- the linear-probe ground truth: the kept students, many more examples ---------------------
+
+
+
+def run_regrade(args) -> None:
+    """Grade the kept students again with a protocol whose noise is far below the gaps between them.
+
+    The first ground truth fine-tuned on 1,000 examples and read 400 dev examples: a standard error
+    of about 2.5 points per accuracy, as large as most gaps, and in most rows the fitted head alone
+    (the LP of LP-FT) beat the fine-tune. Here every kept student (half and full budget) gets that
+    linear head fit on ``--lp-train`` glosses and read on ``--lp-dev`` dev glosses, for the supersense
+    labels and for the part of speech of the same glosses. The pooled features are cached
+    (runs/quality/features/NAME/STEP.safetensors) and each dev example's outcome is kept, so the
+    report can bootstrap over dev examples and split the dev set in halves.
+    """
+    from safetensors.torch import load_file, save_file
+    from tqdm import tqdm
+
+    from nas.distill.teacher import load_teacher
+    from nas.finetune.run import encode, fit_linear_head, pooled_features
+    from nas.finetune.tasks import load_task
+    from nas.model import build_model
+    from nas.precision import resolve_precision
+
+    torch.set_num_threads(args.threads)
+    ground = read_rows(GROUND_CSV)
+    task = load_task("wordnet-supersense", max_train=args.lp_train, max_dev=args.lp_dev)
+    tokenizer = load_teacher(None).tokenizer
+    splits = {"train": encode(tokenizer, task.train_texts, None, task.train_labels, TASKS["supersense"][1]),
+              "dev": encode(tokenizer, task.dev_texts, None, task.dev_labels, TASKS["supersense"][1])}
+    pos_names = sorted({label.split(".")[0] for label in task.label_names})
+    to_pos = torch.tensor([pos_names.index(label.split(".")[0]) for label in task.label_names])
+    labels = {"supersense": {k: v.labels for k, v in splits.items()}, "pos": {k: to_pos[v.labels] for k, v in splits.items()}}
+    counts = {"supersense": task.num_labels, "pos": len(pos_names)}
+    precision = resolve_precision("auto", torch.device("cpu"))
+    names = [n for n in ground if ground[n]["status"] == "ok"]
+    if args.reverse:
+        names.reverse()
+    for name in tqdm(names, desc="linear-probe ground truth", unit="genome"):
+        if name in done_names(LP_CSV) or _claimed_by_another(FEATURES / name / "claimed"):
+            continue
+        (FEATURES / name).mkdir(parents=True, exist_ok=True)
+        (FEATURES / name / "claimed").write_text(str(os.getpid()))
+        began = time.perf_counter()
+        steps = int(ground[name]["distill_steps"])
+        encoder = None
+        row = {"name": name, "params": ground[name]["params"]}
+        for label, step in (("half", steps // 2), ("full", steps)):
+            cache = FEATURES / name / f"{step}-{args.lp_train}-{args.lp_dev}.safetensors"
+            if cache.exists():
+                features = load_file(str(cache))
+            else:
+                if encoder is None:
+                    encoder = build_model(ArchConfig.load(STUDENTS / name / "genome.json"))
+                encoder.load_state_dict(load_file(str(STUDENTS / name / f"{step}.safetensors")))
+                features = {k: pooled_features(encoder, v, 64, precision) for k, v in splits.items()}
+                save_file(features, str(cache))
+            for key in LP_TASKS:
+                head, _ = fit_linear_head(features["train"], labels[key]["train"], counts[key])
+                predicted = (features["dev"] @ head["weight"].T + head["bias"]).argmax(1)
+                correct = (predicted == labels[key]["dev"]).numpy()
+                row[f"{label}_{key}_acc"] = round(float(correct.mean()), 5)
+                row[f"{label}_{key}_correct"] = _pack(correct)
+        row["seconds"] = round(time.perf_counter() - began, 1)
+        row["settings"] = json.dumps({"train_examples": len(splits["train"].labels), "dev_examples": len(splits["dev"].labels),
+                                      "seq_len": TASKS["supersense"][1], "precision": precision, "head": "fit_linear_head",
+                                      "provenance": provenance(args.threads)})
+        append_row(LP_CSV, row)
+        tqdm.write(f"{name}: supersense {row['full_supersense_acc']:.4f} (half {row['half_supersense_acc']:.4f}), "
+                   f"pos {row['full_pos_acc']:.4f} in {row['seconds']:.0f}s")
+
+

@@ -1,0 +1,206 @@
+"""bench/quality.py report: every proxy's Kendall tau against the ground truth, with the ground truth's own
+convergence, reliability and bootstrap spread."""
+
+from __future__ import annotations
+
+import json
+
+from quality_common import BUDGET_CSV, GROUND_CSV, LP_CSV, PROXY_CSV, READOUT_CSV, RESULTS, TASKS, _read_list, _unpack, read_rows
+
+
+def run_report(args) -> None:
+    ground, proxies = read_rows(GROUND_CSV), read_rows(PROXY_CSV)
+    by_seed: dict[tuple[str, int], dict[int, float]] = {}  # (genome, steps) -> seed -> score
+    for name, row in proxies.items():
+        if row.get("long3x_score"):  # the shipped default run (360 steps), seed 0
+            by_seed[(name, 360)] = {0: float(row["long3x_score"])}
+    for row in _read_list(BUDGET_CSV):  # the default run at other budgets and seeds
+        if row["name"] in proxies and row["status"] == "ok":
+            seed = "" if row["seed"] == "0" else f"_seed{row['seed']}"
+            proxies[row["name"]][f"cosine{row['steps']}{seed}_score"] = row["score"]
+            by_seed.setdefault((row["name"], int(row["steps"])), {})[int(row["seed"])] = float(row["score"])
+    for (name, steps), scores in by_seed.items():  # an ensemble of seeds: k runs' mean, at k times the cost
+        if len(scores) > 1:
+            proxies[name][f"cosine{steps}_mean_of_{len(scores)}_seeds_score"] = sum(scores.values()) / len(scores)
+    for name, row in read_rows(READOUT_CSV).items():  # the default run's other readouts, as proxies of their own
+        if name in proxies and row["status"] == "ok":
+            proxies[name] |= {f"readout_{k}_score": v for k, v in row.items() if k.startswith(("lp", "ridge"))}
+    tasks = args.gt_tasks.split(",")
+    accuracy: dict[str, dict[str, dict[str, float]]] = {}  # task -> half/full -> name -> accuracy
+    outcomes: dict[str, dict] = {}  # task -> name -> the full budget's per-dev-example outcomes (lp- tasks)
+    for task in tasks:
+        if task.startswith("lp-"):
+            key = task[3:]
+            lp = read_rows(LP_CSV)
+            rows = {n: {"half": r[f"half_{key}_acc"], "full": r[f"full_{key}_acc"]} for n, r in lp.items()}
+            size = json.loads(next(iter(lp.values()))["settings"])["dev_examples"]
+            outcomes[task] = {n: _unpack(r[f"full_{key}_correct"], size) for n, r in lp.items()}
+        elif task in TASKS:
+            rows = {n: {"half": r.get(f"half_{task}_acc"), "full": r.get(f"full_{task}_acc")} for n, r in ground.items()}
+        else:
+            rows = {n: {"half": r["half_acc"], "full": r["full_acc"]} for n, r in read_rows(RESULTS / f"quality_ground_truth_{task}.csv").items()}
+        accuracy[task] = {b: {n: float(v[b]) for n, v in rows.items() if v[b]} for b in ("half", "full")}
+    names = [n for n in ground if ground[n]["status"] == "ok" and all(n in accuracy[t]["full"] for t in tasks)]
+    for n in names:
+        ground[n]["gt"] = sum(accuracy[t]["full"][n] for t in tasks) / len(tasks)
+        ground[n]["gt_half"] = sum(accuracy[t]["half"][n] for t in tasks) / len(tasks)
+    print(f"{len(names)} genomes with ground truth = mean dev accuracy of {', '.join(tasks)}")
+    print(f"{'genome':<20} {'params':>7} {'gt':>7} {'half':>7} " + " ".join(f"{t:>14}" for t in tasks))
+    for n in sorted(names, key=lambda n: -float(ground[n]["gt"])):
+        g = ground[n]
+        print(f"{n:<20} {int(g['params']) / 1e6:6.1f}M {float(g['gt']):7.4f} {float(g['gt_half']):7.4f} "
+              + " ".join(f"{accuracy[t]['full'][n]:14.4f}" for t in tasks))
+    for t in tasks:
+        print(f"  {t}: tau half vs full {_tau(accuracy[t]['half'], accuracy[t]['full'], names):.3f}")
+    gt = {n: float(ground[n]["gt"]) for n in names}
+    half = {n: float(ground[n]["gt_half"]) for n in names}
+    print(f"\nconvergence: Kendall tau of the half-budget ranking vs the full one: {_tau(half, gt, names):.3f}")
+    resample = _dev_resampler(outcomes, tasks, names) if len(outcomes) == len(tasks) else None
+    if resample is not None:
+        big_names = [n for n in names if int(ground[n]["params"]) > 10e6]
+        splits = [resample("halves", seed) for seed in range(200)]
+        print("reliability: tau between the ground truths of two disjoint halves of the dev set, median of 200 random "
+              f"splits: {_median([_tau(*s, names) for s in splits]):.3f} over all {len(names)} genomes, "
+              f"{_median([_tau(*s, big_names) for s in splits]):.3f} over the {len(big_names)} above 10M params "
+              "(the ground truth's own noise)")
+    both = [n for n in names if n in proxies]
+    big = [n for n in both if int(ground[n]["params"]) > 10e6]
+    columns = sorted({k for n in both for k in _derived(proxies[n])})
+    print(f"\nproxies on {len(both)} genomes ({len(big)} above 10M params): Kendall tau vs ground truth"
+          + (" [5th, 95th percentile over 1,000 bootstrap draws of the dev set]" if resample else ""))
+    draws = [resample("bootstrap", seed)[0] for seed in range(1000)] if resample else []
+    resolved = _resolved_pairs(draws, both) if draws else []
+    if draws:
+        print(f"(pairs the ground truth orders the same way in >= 95 % of the bootstrap draws: {len(resolved)} of "
+              f"{len(both) * (len(both) - 1) // 2}; 'agree' = the share of them the proxy orders that way too)")
+        print(f"{'proxy':<28} {'all':>6} {'>10M':>6}   {'bootstrap all':>16}  {'bootstrap >10M':>16}  {'agree':>6}")
+    else:
+        print(f"{'proxy':<28} {'all':>6} {'>10M':>6}")
+    for column in columns:
+        values = {n: _derived(proxies[n]).get(column) for n in both}
+        keep = [n for n in both if values[n] is not None]
+        keep_big = [n for n in big if values[n] is not None]
+        line = f"{column:<28} {_tau(values, gt, keep):6.3f} {_tau(values, gt, keep_big):6.3f}"
+        if draws:
+            spread = [sorted(_tau(values, d, subset) for d in draws) for subset in (keep, keep_big)]
+            line += "   " + "  ".join(f"[{s[50]:6.3f}, {s[949]:6.3f}]" for s in spread)
+            judged = [(a, b) for a, b in resolved if values.get(a) is not None and values.get(b) is not None]
+            line += f"  {sum(values[a] > values[b] for a, b in judged) / max(1, len(judged)):6.3f}"
+        print(line)
+    print("\nASHA: of the genomes in the top third at a run's last checkpoint, how many a first-rung cut "
+          "(keep the top third) would have stopped; tau of the first rung vs the last")
+    for (steps, seeds) in sorted({(k[1], len(v)) for k, v in by_seed.items() if len(v) > 1}):
+        # repeats: the rung is the first run's end (seed 0), the last rung the mean of all runs
+        names_here = [n for n in proxies if len(by_seed.get((n, steps), {})) == seeds]
+        if len(names_here) < 6:
+            continue
+        first = {n: by_seed[(n, steps)][0] for n in names_here}
+        last = {n: sum(by_seed[(n, steps)].values()) / seeds for n in names_here}
+        k = max(1, len(names_here) // 3)
+        top_last = set(sorted(names_here, key=lambda n: -last[n])[:k])
+        kept = set(sorted(names_here, key=lambda n: -first[n])[:k])
+        print(f"  {steps} steps x {seeds} seeds, rung at the end of seed 0: {len(top_last - kept)}/{k} of the final top "
+              f"third stopped; tau {_tau(first, last, names_here):.3f}")
+    for label in ("quick", "default_bf16", "long3x"):
+        curves = {n: {int(k): v for k, v in json.loads(proxies[n][f"{label}_curve"]).items()} for n in proxies
+                  if proxies[n].get(f"{label}_curve")}  # fmt: skip
+        if len(curves) < 6:
+            continue
+        for rung_index in range(len(next(iter(curves.values()))) - 1):
+            rung = sorted(next(iter(curves.values())))[rung_index]
+            first = {n: c[rung] for n, c in curves.items()}
+            last = {n: c[max(c)] for n, c in curves.items()}
+            k = max(1, len(curves) // 3)
+            top_last = set(sorted(curves, key=lambda n: -last[n])[:k])
+            kept = set(sorted(curves, key=lambda n: -first[n])[:k])
+            print(f"  {label:<14} rung at step {rung:>4}: {len(top_last - kept)}/{k} of the final top third stopped; "
+                  f"tau {_tau(first, last, list(curves)):.3f}")
+
+
+def _dev_resampler(outcomes: dict, tasks: list[str], names: list[str]):
+    """resample(kind, seed) -> ground truths recomputed from the dev examples' outcomes: ("bootstrap")
+    one draw with replacement, or ("halves") the two halves of a random split."""
+    import numpy as np
+
+    size = len(next(iter(outcomes[tasks[0]].values())))
+
+    def mean_accuracy(index) -> dict[str, float]:
+        return {n: float(np.mean([outcomes[t][n][index].mean() for t in tasks])) for n in names}
+
+    def resample(kind: str, seed: int):
+        rng = np.random.default_rng(seed)
+        if kind == "bootstrap":
+            return (mean_accuracy(rng.integers(0, size, size)),)
+        order = rng.permutation(size)
+        return mean_accuracy(order[: size // 2]), mean_accuracy(order[size // 2 :])
+
+    return resample
+
+
+def _resolved_pairs(draws: list[dict[str, float]], names: list[str]) -> list[tuple[str, str]]:
+    """(better, worse) pairs whose ground-truth order holds in at least 95 % of the bootstrap draws."""
+    pairs = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            share = sum(d[a] > d[b] for d in draws) / len(draws)
+            if share >= 0.95:
+                pairs.append((a, b))
+            elif share <= 0.05:
+                pairs.append((b, a))
+    return pairs
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def _derived(row: dict) -> dict[str, float]:
+    """Every proxy a row supports, oriented so that higher means better."""
+    out: dict[str, float] = {}
+    for key, value in row.items():
+        if value in ("", None) or key == "name":
+            continue
+        if key.endswith("_score"):
+            out[key] = float(value)
+        elif key.endswith("_heldout"):
+            out[f"-{key}"] = -float(value)
+        elif key.endswith("_curve"):
+            curve = {int(k): v for k, v in json.loads(value).items()}
+            if len(curve) >= 3:
+                out[f"{key[:-6]}_extrapolated"] = extrapolate(curve, EXTRAPOLATE_TO)
+    if row.get("params"):
+        out["params"] = float(row["params"])
+        out["flops"] = float(row["flops"])
+    return out
+
+
+EXTRAPOLATE_TO = 640  # the ground truth's distillation budget
+
+
+def extrapolate(curve: dict[int, float], to_step: int) -> float:
+    """A learning-curve extrapolation: the least-squares fit of s(t) = a - b * t^-c (c on a grid) at ``to_step``.
+
+    Uses the second half of the checkpoints: the first ones sit in the warm-up, where the score can dip.
+    """
+    import numpy as np
+
+    steps = sorted(curve)[len(curve) // 2 - 1 :]
+    t = np.array(steps, dtype=float)
+    y = np.array([curve[k] for k in steps])
+    best = None
+    for c in (0.25, 0.5, 1.0, 2.0):
+        x = np.stack([np.ones_like(t), -(t ** -c)], axis=1)
+        (a, b), *_ = np.linalg.lstsq(x, y, rcond=None)
+        error = float(((x @ np.array([a, b]) - y) ** 2).sum())
+        if best is None or error < best[0]:
+            best = (error, a - b * to_step ** -c)
+    return float(best[1])
+
+
+def _tau(values: dict, gt: dict, names: list[str]) -> float:
+    from scipy.stats import kendalltau
+
+    if len(names) < 3:
+        return float("nan")
+    return float(kendalltau([values[n] for n in names], [gt[n] for n in names]).statistic)
