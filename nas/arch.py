@@ -25,7 +25,7 @@ from typing import Any
 # Relative, like model.py's import of this module: exported model folders carry these files as
 # transformers remote code, where no `nas` package exists (see nas/modeling_nas.py).
 from .block import ATTENTION_SOURCES, block_plan, needs_bottleneck, source_width
-from .errors import NasError, read_user_text
+from .errors import NasError, check_fields, read_user_text
 
 ACTIVATIONS = ("gelu", "relu")
 NORMS = ("layer_norm", "no_norm")
@@ -131,13 +131,9 @@ class ArchConfig:
     def from_dict(cls, data: dict[str, Any], *, source: str = "genome", complete: bool = False) -> "ArchConfig":
         """Build from a dict such as ``to_dict`` returns; unknown keys are an error (typos), and
         with `complete` so is a missing field (a genome file states every field)."""
-        if not isinstance(data, dict):
-            raise ArchError(f"{source}: expected a JSON object of genome fields, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k != "id"}  # an id is derived from the fields, never read
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ArchError(f"{source}: unknown field {unknown[0]!r}; known fields: {', '.join(sorted(known))}")
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k != "id"}  # an id is derived from the fields, never read
+        check_fields(data, cls, source, ArchError, objects="genome fields")
         missing = [f.name for f in fields(cls) if f.name not in data]
         if complete and missing:
             raise ArchError(f"{source}: missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}; a genome file states every field (`nas space sample` writes complete ones)")

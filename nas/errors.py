@@ -24,6 +24,20 @@ class NasError(ValueError):
 # Any OS or decoding error on a path a user gave is a user error: it names the path and the reason.
 
 
+def check_fields(data: Any, cls: type, source: str, error: type[NasError] = NasError, what: str = "field",
+                 objects: str = "fields") -> None:
+    """Strict loading of the dataclass `cls` from a dict: one line naming `source` when `data` is not
+    a JSON object, or holds a key `cls` has no field for (a typo, never silently dropped)."""
+    import dataclasses
+
+    if not isinstance(data, dict):
+        raise error(f"{source}: expected a JSON object of {objects}, got {type(data).__name__}")
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise error(f"{source}: unknown {what} {unknown[0]!r}; known: {', '.join(known)}")
+
+
 def path_error(path: str | os.PathLike, err: OSError | UnicodeDecodeError, doing: str = "read") -> NasError:
     """A NasError for an OS or decoding error on a user's path: the path, the reason, the fix."""
     if isinstance(err, UnicodeDecodeError):

@@ -33,7 +33,6 @@ import os
 import platform
 import random
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from nas.arch import ArchConfig
+from nas.progress import progress_bar as _progress_bar
 from nas.errors import NasError
 
 RUNTIMES = ("onnxruntime", "torch")
@@ -450,21 +450,6 @@ def load_average() -> float:
 _load = load_average
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def set_postfix_str(self, text: str) -> None:
-        pass
-
-
 def progress_bar(total: int, desc: str, enabled: bool):
-    """A tqdm bar on stderr, or an object with the same methods that shows nothing."""
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="genome" if "measuring" in desc else "it", file=sys.stderr, leave=False)
+    """The harness's bars: ``nas.progress.progress_bar``, counting genomes while measuring."""
+    return _progress_bar(total, desc, "genome" if "measuring" in desc else "it", enabled=enabled)

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
-from nas.errors import NasError
+from nas.errors import NasError, check_fields
 from nas.precision import DEVICE_FORMS, PRECISIONS, check_device, resolve_run
 
 
@@ -88,12 +88,7 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "distill config") -> "DistillConfig":
-        if not isinstance(data, dict):
-            raise DistillError(f"{source}: expected a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DistillError(f"{source}: unknown field {unknown[0]!r}; known fields: {', '.join(sorted(known))}")
+        check_fields(data, cls, source, DistillError)
         return cls(**data)
 
     @property

@@ -36,6 +36,7 @@ from nas.distill.quality import probe_score
 from nas.distill.teacher import Teacher, load_teacher
 from nas.model import Encoder, EncoderOutput, build_model
 from nas.precision import autocast, device_model
+from nas.progress import progress_bar
 
 STATUSES = DISTILL_STATUSES  # nas.statuses: one vocabulary with the search's trials
 EVAL_BATCH = 32
@@ -330,7 +331,7 @@ class _Run:
         first_checkpoint = min(checkpoint_steps)
         early_loss, smoothed, window_losses = 0.0, None, []
         status, reason = "ok", f"trained {steps} steps"
-        bar = _progress_bar(steps, self.progress)
+        bar = progress_bar(steps, "distill", "step", enabled=self.progress, tty_only=True)
         self.student.train()
         try:
             for step in range(1, steps + 1):
@@ -366,9 +367,8 @@ class _Run:
                         f"{config.divergence_factor:g}x its highest value before the first checkpoint "
                         f"({early_loss:.4g}); try a lower lr"
                     )
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4f}", refresh=False)
                 if step in checkpoint_steps:
                     checkpoint = self._checkpoint(step, sum(window_losses) / len(window_losses))
                     if step in self.snapshot_steps:
@@ -382,8 +382,7 @@ class _Run:
         except _Diverged as err:
             status, reason = "diverged", str(err)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         self.student.eval()
         last = self.checkpoints[-1] if self.checkpoints else None
         done = status == "ok"
@@ -540,12 +539,6 @@ def _constant_baseline(store: TargetStore) -> float:
     return float((unit @ direction).mean())
 
 
-def _progress_bar(steps: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=steps, desc="distill", unit="step", leave=False, disable=None)
 
 
 def cached_score(arch: ArchConfig, config: DistillConfig) -> dict[str, Any]:

@@ -18,17 +18,18 @@ import copy
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from nas.distill.data import mean_pool
-from nas.errors import NasError
+from nas.errors import NasError, check_fields
 from nas.finetune.tasks import Task
 from nas.model import Encoder
 from nas.precision import DEVICE_FORMS, PRECISIONS, autocast, check_device, device_model, resolve_run
+from nas.progress import progress_bar
 
 
 HEAD_INITS = ("probe", "random")
@@ -103,10 +104,7 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "fine-tune config") -> "FinetuneConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known) if isinstance(data, dict) else []
-        if not isinstance(data, dict) or unknown:
-            raise FinetuneError(f"{source}: expected a JSON object of {', '.join(sorted(known))}")
+        check_fields(data, cls, source, FinetuneError)
         return cls(**data)
 
 
@@ -315,11 +313,7 @@ def _train_one(encoder, num_labels, train: Encoded, dev: Encoded, lr, config: Fi
             optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup))
         )
         generator = torch.Generator().manual_seed(config.seed)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=steps, desc=f"fine-tune lr {lr:g}", unit="step", leave=False, disable=None)
+        bar = progress_bar(steps, f"fine-tune lr {lr:g}", "step", enabled=progress, tty_only=True)
         losses: list[float] = []
         model.train()
         for epoch in range(config.epochs):
@@ -337,10 +331,8 @@ def _train_one(encoder, num_labels, train: Encoded, dev: Encoded, lr, config: Fi
                 optimizer.step()
                 schedule.step()
                 losses.append(float(loss.detach()))
-                if bar is not None:
-                    bar.update(1)
-        if bar is not None:
-            bar.close()
+                bar.update(1)
+        bar.close()
         predicted = _predict(model, dev, config.batch_size * 2, precision, device)
     accuracy, macro_f1 = classification_scores(predicted, dev.labels, num_labels)
     train_loss = sum(losses) / len(losses) if losses else float("nan")

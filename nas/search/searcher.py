@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from nas.arch import ArchConfig, ArchError
+from nas.progress import progress_bar
 from nas.search import study as optuna_study
 from nas.search.objectives import Objective, parse_scoring
 from nas.search.run_dir import RunDir, TrialLog
@@ -84,7 +84,7 @@ class Driver:
             _rebuild_from_journal(self)
         done = self.ray_rows()
         budget = f" (or {settings.time_budget_s / 60:g} min)" if settings.time_budget_s else ""
-        self.bar = _progress_bar(settings.trials, progress, done=done, desc=f"trials{budget}")
+        self.bar = progress_bar(settings.trials, f"trials{budget}", "trial", enabled=progress, initial=done, leave=True)
 
     def finish(self, number: int, restarts: int | None = None, error: str = "") -> None:
         """Keep the row of Ray trial `number` (journal, then trials.csv), then tell Optuna."""
@@ -285,12 +285,6 @@ def outcome_record(driver: Driver, number: int, tune_trial_id: str, arch: ArchCo
     if status is None:
         return _record(number, "lost", "stopped before it reported a result", arch, scores, **extra)
     return _record(number, status, result.get("reason", ""), arch, scores, **extra)
-
-
-def _progress_bar(total: int, enabled: bool, done: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=min(done, total), desc=desc, unit="trial", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
 
 def _rebuild_from_journal(driver: Driver) -> None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.errors import NasError, read_user_text
+from nas.errors import NasError, check_fields, read_user_text
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 # Settings earlier versions wrote that no longer decide anything: read and dropped, so their runs resume.
@@ -57,13 +57,9 @@ class SearchSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "settings") -> "SearchSettings":
-        if not isinstance(data, dict):
-            raise NasError(f"{source}: expected a JSON object of search settings")
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k not in _RETIRED}  # runs written by earlier versions resume
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise NasError(f"{source}: unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in _RETIRED}  # runs written by earlier versions resume
+        check_fields(data, cls, source, what="setting", objects="search settings")
         settings = cls(**data)
         settings.check(source)
         return settings
@@ -134,10 +130,7 @@ class SearchSettings:
         preset = getattr(DistillConfig, self.distill_preset, None) if self.distill_preset else DistillConfig
         if not callable(preset):
             raise NasError(f"settings distill_preset: {self.distill_preset!r} is not a DistillConfig preset (e.g. quick)")
-        known = {f.name for f in fields(DistillConfig)}
-        unknown = sorted(set(self.distill) - known)
-        if unknown:
-            raise NasError(f"settings distill: unknown DistillConfig field {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        check_fields(self.distill, DistillConfig, "settings distill", what="DistillConfig field")
         return preset(**(self.distill | {"threads": self.cpus_per_trial}))
 
     @property
