@@ -183,7 +183,8 @@ _WINDOWS: dict[tuple, tuple[torch.Tensor, torch.Tensor, str, str]] = {}
 def load_windows(config: DistillConfig, teacher: Teacher) -> Windows:
     """The corpus of ``config`` tokenized by ``teacher`` into windows and split; cached in the process
     and on disk (``<cache_dir>/distill/``). Raises DistillError for a corpus with no usable text."""
-    key = (config.data, _mtime(config.data), config.text_column, teacher.key, config.seq_len)
+    # the cache folder is part of the key: a run told to cache elsewhere finds its file there
+    key = (config.data, _mtime(config.data), config.text_column, teacher.key, config.seq_len, config.resolved_cache_dir)
     if key not in _WINDOWS:
         _WINDOWS.clear()
         _WINDOWS[key] = _tokenized(config, teacher)
@@ -326,7 +327,7 @@ def prepare_data(config: DistillConfig, teacher: Teacher, device: torch.device =
     """Windows and target stores for this config's corpus and teacher, reused across calls in a process;
     the teacher's targets are computed and kept on ``device``."""
     key = (teacher.key, config.data, _mtime(config.data), config.text_column, config.seq_len,
-           config.heldout_examples, config.train_examples, str(device))  # fmt: skip
+           config.heldout_examples, config.train_examples, str(device), config.resolved_cache_dir)  # fmt: skip
     if key not in _DATA:
         _DATA.clear()  # keep one set of teacher targets in memory, not one per setting ever used
         windows = load_windows(config, teacher)
