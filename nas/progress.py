@@ -15,7 +15,7 @@ class _Hidden:
     def set_postfix(self, *args: Any, **kwargs: Any) -> None:
         pass
 
-    def set_postfix_str(self, text: str) -> None:
+    def set_postfix_str(self, text: str = "", refresh: bool = True) -> None:
         pass
 
     def close(self) -> None:
