@@ -291,3 +291,8 @@ def test_every_proposal_is_a_valid_genome(sampler):
         study.tell(trial, 0.0)
     narrowed = {n for t in study.trials for n in t.params if "|" in n}
     assert narrowed and all(n.split("|")[0] in space.dimensions for n in narrowed)
+    # The report's view of the study: every trial's genome under the dimensions' own names, so
+    # importances see one parameter per dimension (not one per context).
+    view = optuna_study.genome_study(study, space)
+    assert [optuna_study.genome_values(t.params) for t in study.trials] == [t.params for t in view.trials]
+    assert all(set(t.params) == set(space.dimensions) for t in view.trials)

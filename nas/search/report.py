@@ -401,7 +401,11 @@ def _study_plots(results: RunResults) -> dict[str, StudyPlot]:
 
     from nas.search import study as optuna_study
 
+    from nas.space import load_space
+
     study = optuna_study.load_study(results.run.journal_path)
+    # importances and parallel coordinates over the genome's own dimensions, one per name
+    genomes = optuna_study.genome_study(study, load_space(results.run.space_path)) if results.run.space_path.exists() else study
     complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
     names = [o.name for o in results.objectives]
     # Colour the parallel coordinates by the expensive objective (what the search trains for).
@@ -417,10 +421,10 @@ def _study_plots(results: RunResults) -> dict[str, StudyPlot]:
         history = ("optimization history", lambda views: views.plot_optimization_history(study), "")
     views = {
         "hypervolume": history,
-        "importances": (f"parameter importances for {names[target_index]}", lambda views: views.plot_param_importances(study, **signed),
+        "importances": (f"parameter importances for {names[target_index]}", lambda views: views.plot_param_importances(genomes, **signed),
                         "Optuna's default evaluator over finished trials; it ranks what makes its target low, so a maximised objective is negated"),
         "parallel": (f"parallel coordinates of the {PARALLEL_PARAMS} most important parameters, coloured by {names[target_index]}",
-                     lambda views: views.plot_parallel_coordinate(study, params=_top_params(study, signed), **target), "finished trials"),
+                     lambda views: views.plot_parallel_coordinate(genomes, params=_top_params(genomes, signed), **target), "finished trials"),
     }
     plots = {}
     for name, (title, draw, note) in views.items():

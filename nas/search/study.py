@@ -142,6 +142,19 @@ def load_study(path: Path) -> optuna.Study:
     return optuna.load_study(study_name=STUDY_NAME, storage=journal_storage(path))
 
 
+def genome_study(study: optuna.Study, space: Space) -> optuna.Study:
+    """An in-memory copy of the study's finished trials whose parameters are the genome's dimensions
+    under their own names and full distributions (the context of a narrowed dimension dropped), so
+    importances and parallel coordinates see one ``num_attention_heads``, not one per context."""
+    full = distributions(space)
+    view = optuna.create_study(directions=study.directions)
+    for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE]):
+        values = genome_values(trial.params)
+        params = {name: values[name] for name in full if name in values}
+        view.add_trial(optuna.trial.create_trial(params=params, distributions={n: full[n] for n in params}, values=trial.values))
+    return view
+
+
 def trial_state(name: str) -> Any:
     return getattr(optuna.trial.TrialState, name)
 
