@@ -221,3 +221,8 @@ def test_cached_score_computes_once_per_genome_and_settings(small_config, monkey
     assert run.cached_score(TINY, small_config.replace(precision="fp32", threads=2)) == first  # threads do not count
     with pytest.raises(AssertionError, match="distilled again"):
         run.cached_score(TINY, small_config.replace(precision="fp32", seed=1))  # the seed does
+    # a setting added later counts only away from the value that reproduces the earlier runs, so
+    # scores cached before it existed keep their keys
+    assert "repeats" not in first["settings"]
+    with pytest.raises(AssertionError, match="distilled again"):
+        run.cached_score(TINY, small_config.replace(precision="fp32", repeats=2))

@@ -541,6 +541,11 @@ def _constant_baseline(store: TargetStore) -> float:
 
 
 
+# Settings added after this cache's key was fixed, at the value that reproduces what came before:
+# left out of the key there, so a library upgrade that adds a setting keeps every cached score.
+_NEUTRAL: dict[str, Any] = {"repeats": 1}
+
+
 def cached_score(arch: ArchConfig, config: DistillConfig) -> dict[str, Any]:
     """The outcome of ``distill(arch, config)`` without the weights, computed once per genome and settings.
 
@@ -548,7 +553,8 @@ def cached_score(arch: ArchConfig, config: DistillConfig) -> dict[str, Any]:
     the numbers (not threads, the device or the cache folder), so ``nas reproduce --quality`` and ``nas report``
     place the reference designs on the quality axis without distilling them again.
     """
-    decisive = {k: v for k, v in config.to_dict().items() if k not in ("threads", "device", "cache_dir")}
+    decisive = {k: v for k, v in config.to_dict().items()
+                if k not in ("threads", "device", "cache_dir") and _NEUTRAL.get(k, _NEUTRAL) != v}
     digest = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(config.resolved_cache_dir) / "quality" / f"{arch.id}-{digest}.json"
     try:
