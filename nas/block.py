@@ -30,6 +30,7 @@ modules, the ops, the counts and the features follow from it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # this file travels in exported model folders, which hold no `nas` package
@@ -131,6 +132,7 @@ def feed_forward(arch: "ArchConfig", index: int, intermediate_size: int | None =
     )
 
 
+@lru_cache(maxsize=4096)  # the counter, the parameter formulas and the model each ask for it; genomes are frozen
 def block_plan(arch: "ArchConfig") -> BlockPlan:
     """The parts of one block of ``arch`` (all blocks of a genome are alike)."""
     hidden, width = arch.hidden_size, arch.block_width

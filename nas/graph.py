@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 from nas.arch import ArchConfig
-from nas.block import ATTENTION_BOTTLENECK, BLOCK_INPUT, LAYER_INPUT, Projection, block_plan
+from nas.block import ATTENTION_BOTTLENECK, BLOCK_INPUT, LAYER_INPUT, BlockPlan, Projection, block_plan
 from nas.errors import NasError
 
 BYTES_PER_ELEMENT = 4  # fp32
@@ -84,12 +84,16 @@ class _OpList:
 
     @property
     def ops(self) -> list[Op]:
-        """The ops so far, each with the ops that read it."""
+        """The ops so far, each with the ops that read it (``raw`` without: what the counter reads)."""
         consumers: dict[str, list[str]] = {}
         for op in self._ops:
             for source in op.inputs:
                 consumers.setdefault(source, []).append(op.name)
         return [dataclasses.replace(op, consumers=tuple(consumers.get(op.name, ()))) for op in self._ops]
+
+    @property
+    def raw(self) -> list[Op]:
+        return self._ops
 
     def _add(self, name: str, kind: str, role: str, inputs: tuple[str, ...], out_shape: tuple[int, ...], **costs) -> str:
         in_shapes = tuple(self._shapes.get(i, ()) for i in inputs)
@@ -154,9 +158,9 @@ def _embedding_ops(ops: _OpList, arch: ArchConfig) -> str:
     return ops.norm("embeddings.norm", x, arch.norm)
 
 
-def _block_ops(ops: _OpList, arch: ArchConfig, x: str, prefix: str) -> str:
+def _block_ops(ops: _OpList, plan: BlockPlan, x: str, prefix: str) -> str:
     """The ops of one block, part by part as ``nas.model.Block`` runs its plan."""
-    plan, p, tokens = block_plan(arch), prefix, ops.tokens
+    p, tokens = prefix, ops.tokens
     layer_input = x
     if plan.input_bottleneck is not None:
         layer_input = ops.norm(f"{p}.input_bottleneck.norm", ops.projection(p, plan.input_bottleneck, x), plan.norm)
@@ -197,22 +201,25 @@ def _pooler_ops(ops: _OpList, arch: ArchConfig, x: str) -> None:
 def ops(arch: ArchConfig, seq_len: int = 128) -> list[Op]:
     """Every op of the model for `arch` at batch 1, in execution order, each with its consumers."""
     _check_seq_len(arch, seq_len)
-    builder = _OpList(seq_len)
+    builder, plan = _OpList(seq_len), block_plan(arch)
     x = _embedding_ops(builder, arch)
     for layer in range(arch.num_layers):
-        x = _block_ops(builder, arch, x, f"layers.{layer}")
+        x = _block_ops(builder, plan, x, f"layers.{layer}")
     _pooler_ops(builder, arch, x)
     return builder.ops
 
 
-def parts(arch: ArchConfig, seq_len: int = 128) -> tuple[list[Op], list[Op]]:
+def parts(arch: ArchConfig, seq_len: int = 128, consumers: bool = True) -> tuple[list[Op], list[Op]]:
     """(the embeddings' and the pooler's ops, the ops of one block): every block is alike, so a
-    whole genome costs the first plus ``num_layers`` times the second."""
+    whole genome costs the first plus ``num_layers`` times the second. ``consumers=False`` leaves
+    the ops' consumers empty (the counter does not read them; filling them is most of its time)."""
     _check_seq_len(arch, seq_len)
     embed, block, pool = _OpList(seq_len), _OpList(seq_len), _OpList(seq_len)
     x = _embedding_ops(embed, arch)
-    _block_ops(block, arch, block.source(x, (seq_len, arch.hidden_size)), "layers.0")
+    _block_ops(block, block_plan(arch), block.source(x, (seq_len, arch.hidden_size)), "layers.0")
     _pooler_ops(pool, arch, pool.source(x, (seq_len, arch.hidden_size)))
+    if not consumers:
+        return embed.raw + pool.raw, block.raw
     return embed.ops + pool.ops, block.ops
 
 
@@ -222,7 +229,7 @@ def count(arch: ArchConfig, seq_len: int = 128) -> Cost:
     Reads the same ops as ``ops``; all layers are alike, so one block is built and counted
     ``num_layers`` times (about 1 ms per genome, hundreds of times faster than tracing with fvcore).
     """
-    outer, block = parts(arch, seq_len)
+    outer, block = parts(arch, seq_len, consumers=False)
 
     def total(attr: str) -> int:
         return sum(getattr(op, attr) for op in outer) + arch.num_layers * sum(getattr(op, attr) for op in block)

@@ -28,7 +28,6 @@ from typing import Any, Callable
 import torch
 
 from nas.arch import ArchConfig
-from nas.statuses import DISTILL_STATUSES
 from nas.distill.config import DistillConfig, DistillError
 from nas.distill.data import DistillData, TargetStore, mean_pool, prepare_data
 from nas.distill.losses import LinearReadout, LossWeights, Projections, distillation_losses, layer_mapping
@@ -38,7 +37,6 @@ from nas.model import Encoder, EncoderOutput, build_model
 from nas.precision import autocast, device_model
 from nas.progress import progress_bar
 
-STATUSES = DISTILL_STATUSES  # nas.statuses: one vocabulary with the search's trials
 EVAL_BATCH = 32
 PROJECTION_FIT_BATCHES = 4
 
@@ -78,7 +76,7 @@ class Checkpoint:
 class DistillResult:
     """How a run ended, its checkpoints, and the trained student when it finished (status "ok")."""
 
-    status: str  # "ok" | "diverged" | "pruned"
+    status: str  # "ok" | "diverged" | "pruned": nas.statuses.DISTILL_STATUSES, the search's vocabulary
     reason: str
     arch: ArchConfig
     config: DistillConfig
@@ -172,7 +170,7 @@ def _repeated(arch, config: DistillConfig, teacher, data, on_checkpoint, progres
 
     def relay(repeat: int):
         def pool(checkpoint: Checkpoint) -> bool | None:
-            point = _pooled(checkpoint, repeat, config, [r.checkpoints[-1] for r in results], len(pooled), start)
+            point = _pooled(checkpoint, repeat, config, [r.checkpoints[-1] for r in results], len(pooled))
             pooled.append(point)
             stop[0] = on_checkpoint is not None and on_checkpoint(point) is True
             return stop[0]
@@ -187,12 +185,12 @@ def _repeated(arch, config: DistillConfig, teacher, data, on_checkpoint, progres
         if result.status != "ok" or stop[0]:
             break
     first, last = results[0], results[-1]
-    status = "pruned" if last.status == "ok" and len(results) < config.repeats else last.status
-    reason = f"{last.reason} (run {len(results)} of {config.repeats}, seed {config.seed + len(results) - 1})"
-    if status == "pruned" and last.status == "ok":
-        reason = f"stopped by the callback after checkpoint {pooled[-1].index} (step {pooled[-1].step} of {pooled[-1].steps})"
-    if status == "ok":
-        reason = f"mean of {config.repeats} runs of {config.steps} steps (seeds {config.seed}-{config.seed + config.repeats - 1})"
+    if last.status != "ok":  # diverged, or pruned inside a run
+        status, reason = last.status, f"{last.reason} (run {len(results)} of {config.repeats}, seed {config.seed + len(results) - 1})"
+    elif len(results) < config.repeats:  # stopped by the callback at a run's end
+        status, reason = "pruned", f"stopped by the callback after checkpoint {pooled[-1].index} (step {pooled[-1].step} of {pooled[-1].steps})"
+    else:
+        status, reason = "ok", f"mean of {config.repeats} runs of {config.steps} steps (seeds {config.seed}-{config.seed + config.repeats - 1})"
     done = status == "ok"
     return dataclasses.replace(
         first,
@@ -211,7 +209,7 @@ def _repeated(arch, config: DistillConfig, teacher, data, on_checkpoint, progres
     )
 
 
-def _pooled(checkpoint: Checkpoint, repeat: int, config: DistillConfig, finals: list[Checkpoint], index: int, start: float) -> Checkpoint:
+def _pooled(checkpoint: Checkpoint, repeat: int, config: DistillConfig, finals: list[Checkpoint], index: int) -> Checkpoint:
     """A checkpoint of repeat ``repeat`` as the pooled run reports it: the mean over the finished
     runs' last checkpoints and this one, at its step counted over all repeats."""
     def mean(name: str) -> float | None:
@@ -229,8 +227,7 @@ def _pooled(checkpoint: Checkpoint, repeat: int, config: DistillConfig, finals: 
         probe=mean("probe"),
         tokens_seen=sum(c.tokens_seen for c in finals) + checkpoint.tokens_seen,
         train_s=sum(c.train_s for c in finals) + checkpoint.train_s,
-        elapsed_s=time.perf_counter() - start,
-    )
+    )  # elapsed_s: each run's clock already starts with the pooled run
 
 
 def check_compatible(arch: ArchConfig, teacher: Teacher, config: DistillConfig) -> None:

@@ -147,6 +147,7 @@ def genome_study(study: optuna.Study, space: Space) -> optuna.Study:
     under their own names and full distributions (the context of a narrowed dimension dropped), so
     importances and parallel coordinates see one ``num_attention_heads``, not one per context."""
     full = distributions(space)
+    quiet_optuna()  # no INFO line about the in-memory study in a report's output
     view = optuna.create_study(directions=study.directions)
     for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE]):
         values = genome_values(trial.params)

@@ -30,7 +30,6 @@ HOLD_ENV = "NAS_TRIAL_HOLD_S"
 class TrialSpec:
     """What every Ray trial of a search needs from the driver, fixed when the search starts."""
 
-    objectives: tuple[str, ...]
     cpus: int  # torch threads: the CPUs Ray reserved for the trial
     distill: "DistillConfig | None"  # the run each trial distils; None when distill is not an objective
     keep_students: bool
@@ -42,7 +41,7 @@ class TrialSpec:
         if hold_s is None:
             hold_s = float(os.environ.get(HOLD_ENV) or 0)
         distill = settings.distill_config() if "distill" in objectives else None
-        return cls(tuple(objectives), settings.cpus_per_trial, distill, settings.keep_students, max(0.0, hold_s))
+        return cls(settings.cpus_per_trial, distill, settings.keep_students, max(0.0, hold_s))
 
 
 def evaluate_candidate(config: dict[str, Any], spec: TrialSpec) -> None:
