@@ -4,6 +4,7 @@
     python bench/quality.py ground  [--threads 1] [--distill-steps 960] [--only NAME,...]
     python bench/quality.py proxies [--threads 1] [--only NAME,...]
     python bench/quality.py regrade                       # the ground truth: a linear head on the kept students
+    python bench/quality.py ground --distill-steps 1280 --grade lp --lp-dev 12000   # a longer run, graded as it goes
     python bench/quality.py readouts | budgets [--budgets 240 480]   # more proxies: readouts, run lengths
     python bench/quality.py report --gt-tasks lp-supersense,lp-pos   # Kendall tau of every proxy vs the ground truth
 
@@ -43,7 +44,11 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated genome names")
     parser.add_argument("--gt-tasks", default="supersense,pair", help="report: the tasks whose mean accuracy is the ground truth")
     parser.add_argument("--reverse", action="store_true", help="work through the genomes from the end (a second process)")
-    parser.add_argument("--distill-steps", type=int, default=640)
+    parser.add_argument("--distill-steps", type=int, default=640,
+                        help="ground: the long run's budget; regrade, extra-task, report: which ground-truth run to read "
+                             "(640 = the first; another budget keeps its own files)")
+    parser.add_argument("--grade", choices=["finetune", "lp"], default="finetune",
+                        help="ground: fine-tune each snapshot on two tasks (the first reading), or grade it with regrade's linear probe")
     parser.add_argument("--train-examples", type=int, default=1000)
     parser.add_argument("--dev-examples", type=int, default=400)
     parser.add_argument("--epochs", type=int, default=2)

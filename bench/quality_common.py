@@ -9,6 +9,7 @@ import platform
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -117,6 +118,27 @@ def selected(args) -> dict[str, ArchConfig]:
 STUDENTS = Path(__file__).resolve().parent.parent / "runs" / "quality" / "students"
 LP_CSV = RESULTS / "quality_ground_truth_lp.csv"
 FEATURES = STUDENTS.parent / "features"
+GROUND_STEPS = 640  # the budget of the first ground truth, whose files keep their unsuffixed names
+
+
+@dataclass(frozen=True)
+class GroundFiles:
+    """Where one ground-truth run (one distillation budget) keeps its rows, students and features."""
+
+    steps: int
+    csv: Path
+    students: Path
+    lp_csv: Path
+    features: Path
+
+
+def ground_files(steps: int = GROUND_STEPS) -> GroundFiles:
+    """640 steps keeps the first run's names; another budget gets its own files beside them, so a
+    longer run never overwrites the snapshots or rows of a shorter one."""
+    if steps == GROUND_STEPS:
+        return GroundFiles(steps, GROUND_CSV, STUDENTS, LP_CSV, FEATURES)
+    return GroundFiles(steps, RESULTS / f"quality_ground_truth_{steps}.csv", STUDENTS.parent / f"students-{steps}",
+                       RESULTS / f"quality_ground_truth_lp_{steps}.csv", STUDENTS.parent / f"features-{steps}")
 LP_TASKS = ("supersense", "pos")  # one set of glosses, two label sets: the lexicographer file, its part of speech
 READOUT_CSV = RESULTS / "quality_readouts.csv"
 BUDGET_CSV = RESULTS / "quality_budgets.csv"

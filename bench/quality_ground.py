@@ -13,8 +13,8 @@ import torch
 import nas
 from nas.arch import ArchConfig
 from quality_common import (
-    FEATURES, GROUND_CSV, LP_CSV, LP_TASKS, RESULTS, STUDENTS, TASKS, _claimed_by_another, _pack, append_row, done_names,
-    provenance, read_rows, selected,
+    LP_TASKS, RESULTS, TASKS, GroundFiles, _claimed_by_another, _pack, append_row, done_names, ground_files, provenance,
+    read_rows, selected,
 )  # fmt: skip
 
 
@@ -43,12 +43,12 @@ def distill_with_retries(arch: ArchConfig, config, snapshot_steps: tuple[int, ..
         lr /= 2
 
 
-def save_snapshots(name: str, result) -> None:
-    """Keep each snapshot's weights (runs/quality/students/NAME/STEP.safetensors), so that another
-    fine-tuning protocol can be tried without distilling again."""
+def save_snapshots(name: str, result, files: GroundFiles) -> None:
+    """Keep each snapshot's weights (runs/quality/students[-STEPS]/NAME/STEP.safetensors), so that
+    another fine-tuning protocol can be tried without distilling again."""
     from safetensors.torch import save_file
 
-    folder = STUDENTS / name
+    folder = files.students / name
     folder.mkdir(parents=True, exist_ok=True)
     result.arch.save(folder / "genome.json")
     for step, state in result.snapshots.items():
@@ -63,9 +63,12 @@ def run_ground(args) -> None:
 
     torch.set_num_threads(args.threads)
     genomes = selected(args)
-    todo = [n for n in genomes if n not in done_names(GROUND_CSV)]
-    tasks = {key: (load_task(name, max_train=args.train_examples, max_dev=args.dev_examples), seq)
-             for key, (name, seq) in TASKS.items()}
+    files = ground_files(args.distill_steps)
+    todo = [n for n in genomes if n not in done_names(files.csv)]
+    # --grade lp: no fine-tune; the linear-probe grade (regrade's) runs on each student as soon as it is distilled
+    grader = LinearProbeGrader(args) if args.grade == "lp" else None
+    tasks = {} if grader else {key: (load_task(name, max_train=args.train_examples, max_dev=args.dev_examples), seq)
+                               for key, (name, seq) in TASKS.items()}
     ft_config = FinetuneConfig(lrs=tuple(args.lrs), epochs=args.epochs, threads=args.threads, seed=0)
     steps = args.distill_steps
     half = steps // 2
@@ -76,10 +79,10 @@ def run_ground(args) -> None:
     if args.reverse:
         todo.reverse()
     for name in tqdm(todo, desc="ground truth", unit="genome"):
-        if name in done_names(GROUND_CSV) or _claimed_by_another(STUDENTS / name / "claimed"):
+        if name in done_names(files.csv) or _claimed_by_another(files.students / name / "claimed"):
             continue  # finished, or being run by another live process (one per core)
-        (STUDENTS / name).mkdir(parents=True, exist_ok=True)
-        (STUDENTS / name / "claimed").write_text(str(os.getpid()))
+        (files.students / name).mkdir(parents=True, exist_ok=True)
+        (files.students / name / "claimed").write_text(str(os.getpid()))
         arch = genomes[name]
         began = time.perf_counter()
         result, lr = distill_with_retries(arch, config, (half, steps))
@@ -87,12 +90,21 @@ def run_ground(args) -> None:
                "layers": arch.num_layers, "status": result.status, "distill_steps": steps, "distill_lr": lr}
         if result.status != "ok":
             row |= {"reason": result.reason}
-            append_row(GROUND_CSV, _complete_ground_row(row))
+            append_row(files.csv, _complete_ground_row(row))
             continue
-        save_snapshots(name, result)
+        save_snapshots(name, result, files)
         row["score_curve"] = json.dumps({c.step: round(c.score, 5) for c in result.checkpoints})
         row["heldout_curve"] = json.dumps({c.step: round(c.heldout_loss, 5) for c in result.checkpoints})
         distill_s = time.perf_counter() - began
+        if grader is not None:
+            row |= {"distill_s": round(distill_s, 1), "precision": result.precision, "reason": "", "settings": json.dumps({
+                "distill": {k: v for k, v in config.to_dict().items() if k in ("steps", "batch_size", "seq_len", "lr", "seed")},
+                "grade": "lp", "provenance": prov})}
+            append_row(files.csv, _complete_ground_row(row))  # the distillation is kept before it is graded
+            graded = grader.grade(name, files, steps)
+            if graded is not None:
+                tqdm.write(f"{name}: distilled in {distill_s:.0f}s; " + grader.summary(graded))
+            continue
         student = result.student
         accs = {}
         for label, step in (("half", half), ("full", steps)):
@@ -108,7 +120,7 @@ def run_ground(args) -> None:
         row["total_s"] = round(time.perf_counter() - began, 1)
         row["precision"] = result.precision
         row["reason"] = ""
-        append_row(GROUND_CSV, _complete_ground_row(row | {"settings": json.dumps({
+        append_row(files.csv, _complete_ground_row(row | {"settings": json.dumps({
             "distill": {k: v for k, v in config.to_dict().items() if k in ("steps", "batch_size", "seq_len", "lr", "seed")},
             "finetune": ft_config.to_dict() | {"train_examples": args.train_examples, "dev_examples": args.dev_examples},
             "tasks": {k: v[0].describe() for k, v in tasks.items()}, "provenance": prov})}))
@@ -134,15 +146,17 @@ def run_extra_task(args) -> None:
     from nas.model import build_model
 
     torch.set_num_threads(args.threads)
-    path = RESULTS / f"quality_ground_truth_{args.task}.csv"
-    ground = read_rows(GROUND_CSV)
+    files = ground_files(args.distill_steps)
+    suffix = "" if files.steps == 640 else f"_{files.steps}"
+    path = RESULTS / f"quality_ground_truth_{args.task}{suffix}.csv"
+    ground = read_rows(files.csv)
     task = load_task(args.task, max_train=args.train_examples, max_dev=args.dev_examples)
     ft_config = FinetuneConfig(lrs=tuple(args.lrs), epochs=args.epochs, threads=args.threads, seed=0, seq_len=48)
     for name in tqdm([n for n in ground if ground[n]["status"] == "ok"], desc=args.task, unit="genome"):
         if name in done_names(path):
             continue
         steps = int(ground[name]["distill_steps"])
-        folder = STUDENTS / name
+        folder = files.students / name
         encoder = build_model(ArchConfig.load(folder / "genome.json"))
         row = {"name": name}
         for label, step in (("half", steps // 2), ("full", steps)):
@@ -168,60 +182,82 @@ def run_regrade(args) -> None:
     (runs/quality/features/NAME/STEP.safetensors) and each dev example's outcome is kept, so the
     report can bootstrap over dev examples and split the dev set in halves.
     """
-    from safetensors.torch import load_file, save_file
     from tqdm import tqdm
 
-    from nas.distill.teacher import load_teacher
-    from nas.finetune.run import encode, fit_linear_head, pooled_features
-    from nas.finetune.tasks import load_task
-    from nas.model import build_model
-    from nas.precision import resolve_precision
-
     torch.set_num_threads(args.threads)
-    ground = read_rows(GROUND_CSV)
-    task = load_task("wordnet-supersense", max_train=args.lp_train, max_dev=args.lp_dev)
-    tokenizer = load_teacher(None).tokenizer
-    splits = {"train": encode(tokenizer, task.train_texts, None, task.train_labels, TASKS["supersense"][1]),
-              "dev": encode(tokenizer, task.dev_texts, None, task.dev_labels, TASKS["supersense"][1])}
-    pos_names = sorted({label.split(".")[0] for label in task.label_names})
-    to_pos = torch.tensor([pos_names.index(label.split(".")[0]) for label in task.label_names])
-    labels = {"supersense": {k: v.labels for k, v in splits.items()}, "pos": {k: to_pos[v.labels] for k, v in splits.items()}}
-    counts = {"supersense": task.num_labels, "pos": len(pos_names)}
-    precision = resolve_precision("auto", torch.device("cpu"))
+    files = ground_files(args.distill_steps)
+    ground = read_rows(files.csv)
+    grader = LinearProbeGrader(args)
     names = [n for n in ground if ground[n]["status"] == "ok"]
     if args.reverse:
         names.reverse()
     for name in tqdm(names, desc="linear-probe ground truth", unit="genome"):
-        if name in done_names(LP_CSV) or _claimed_by_another(FEATURES / name / "claimed"):
-            continue
-        (FEATURES / name).mkdir(parents=True, exist_ok=True)
-        (FEATURES / name / "claimed").write_text(str(os.getpid()))
+        row = grader.grade(name, files, int(ground[name]["distill_steps"]))
+        if row is not None:
+            tqdm.write(f"{name}: {grader.summary(row)}")
+
+
+class LinearProbeGrader:
+    """The linear-probe grade of a kept student's two snapshots: a multinomial logistic head on the
+    pooled features of --lp-train glosses, read on --lp-dev dev glosses, for the 45 supersenses and
+    the 4 parts of speech of the same glosses. One row per genome in the run's lp CSV."""
+
+    def __init__(self, args) -> None:
+        from nas.distill.teacher import load_teacher
+        from nas.finetune.run import encode
+        from nas.finetune.tasks import load_task
+        from nas.precision import resolve_precision
+
+        self.args = args
+        task = load_task("wordnet-supersense", max_train=args.lp_train, max_dev=args.lp_dev)
+        tokenizer = load_teacher(None).tokenizer
+        self.splits = {"train": encode(tokenizer, task.train_texts, None, task.train_labels, TASKS["supersense"][1]),
+                       "dev": encode(tokenizer, task.dev_texts, None, task.dev_labels, TASKS["supersense"][1])}
+        pos_names = sorted({label.split(".")[0] for label in task.label_names})
+        to_pos = torch.tensor([pos_names.index(label.split(".")[0]) for label in task.label_names])
+        self.labels = {"supersense": {k: v.labels for k, v in self.splits.items()},
+                       "pos": {k: to_pos[v.labels] for k, v in self.splits.items()}}
+        self.counts = {"supersense": task.num_labels, "pos": len(pos_names)}
+        self.precision = resolve_precision("auto", torch.device("cpu"))
+
+    def grade(self, name: str, files: GroundFiles, steps: int) -> dict | None:
+        """Grade and append one genome's row; None when it is done already or another process has it."""
+        from safetensors.torch import load_file, save_file
+
+        from nas.finetune.run import fit_linear_head, pooled_features
+        from nas.model import build_model
+
+        if name in done_names(files.lp_csv) or _claimed_by_another(files.features / name / "claimed"):
+            return None
+        (files.features / name).mkdir(parents=True, exist_ok=True)
+        (files.features / name / "claimed").write_text(str(os.getpid()))
         began = time.perf_counter()
-        steps = int(ground[name]["distill_steps"])
         encoder = None
-        row = {"name": name, "params": ground[name]["params"]}
+        row = {"name": name, "params": nas.count(ArchConfig.load(files.students / name / "genome.json")).params}
         for label, step in (("half", steps // 2), ("full", steps)):
-            cache = FEATURES / name / f"{step}-{args.lp_train}-{args.lp_dev}.safetensors"
+            cache = files.features / name / f"{step}-{self.args.lp_train}-{self.args.lp_dev}.safetensors"
             if cache.exists():
                 features = load_file(str(cache))
             else:
                 if encoder is None:
-                    encoder = build_model(ArchConfig.load(STUDENTS / name / "genome.json"))
-                encoder.load_state_dict(load_file(str(STUDENTS / name / f"{step}.safetensors")))
-                features = {k: pooled_features(encoder, v, 64, precision) for k, v in splits.items()}
+                    encoder = build_model(ArchConfig.load(files.students / name / "genome.json"))
+                encoder.load_state_dict(load_file(str(files.students / name / f"{step}.safetensors")))
+                features = {k: pooled_features(encoder, v, 64, self.precision) for k, v in self.splits.items()}
                 save_file(features, str(cache))
             for key in LP_TASKS:
-                head, _ = fit_linear_head(features["train"], labels[key]["train"], counts[key])
+                head, _ = fit_linear_head(features["train"], self.labels[key]["train"], self.counts[key])
                 predicted = (features["dev"] @ head["weight"].T + head["bias"]).argmax(1)
-                correct = (predicted == labels[key]["dev"]).numpy()
+                correct = (predicted == self.labels[key]["dev"]).numpy()
                 row[f"{label}_{key}_acc"] = round(float(correct.mean()), 5)
                 row[f"{label}_{key}_correct"] = _pack(correct)
         row["seconds"] = round(time.perf_counter() - began, 1)
-        row["settings"] = json.dumps({"train_examples": len(splits["train"].labels), "dev_examples": len(splits["dev"].labels),
-                                      "seq_len": TASKS["supersense"][1], "precision": precision, "head": "fit_linear_head",
-                                      "provenance": provenance(args.threads)})
-        append_row(LP_CSV, row)
-        tqdm.write(f"{name}: supersense {row['full_supersense_acc']:.4f} (half {row['half_supersense_acc']:.4f}), "
-                   f"pos {row['full_pos_acc']:.4f} in {row['seconds']:.0f}s")
+        row["settings"] = json.dumps({"train_examples": len(self.splits["train"].labels), "dev_examples": len(self.splits["dev"].labels),
+                                      "seq_len": TASKS["supersense"][1], "precision": self.precision, "head": "fit_linear_head",
+                                      "provenance": provenance(self.args.threads)})
+        append_row(files.lp_csv, row)
+        return row
 
-
+    @staticmethod
+    def summary(row: dict) -> str:
+        return (f"supersense {row['full_supersense_acc']:.4f} (half {row['half_supersense_acc']:.4f}), "
+                f"pos {row['full_pos_acc']:.4f} in {row['seconds']:.0f}s")

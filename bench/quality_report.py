@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 
-from quality_common import BUDGET_CSV, GROUND_CSV, LP_CSV, PROXY_CSV, READOUT_CSV, RESULTS, TASKS, _read_list, _unpack, read_rows
+from quality_common import BUDGET_CSV, PROXY_CSV, READOUT_CSV, RESULTS, TASKS, _read_list, _unpack, ground_files, read_rows
 
 
 def run_report(args) -> None:
-    ground, proxies = read_rows(GROUND_CSV), read_rows(PROXY_CSV)
+    files = ground_files(args.distill_steps)
+    ground, proxies = read_rows(files.csv), read_rows(PROXY_CSV)
     by_seed: dict[tuple[str, int], dict[int, float]] = {}  # (genome, steps) -> seed -> score
     for name, row in proxies.items():
         if row.get("long3x_score"):  # the shipped default run (360 steps), seed 0
@@ -31,7 +32,7 @@ def run_report(args) -> None:
     for task in tasks:
         if task.startswith("lp-"):
             key = task[3:]
-            lp = read_rows(LP_CSV)
+            lp = read_rows(files.lp_csv)
             rows = {n: {"half": r[f"half_{key}_acc"], "full": r[f"full_{key}_acc"]} for n, r in lp.items()}
             size = json.loads(next(iter(lp.values()))["settings"])["dev_examples"]
             outcomes[task] = {n: _unpack(r[f"full_{key}_correct"], size) for n, r in lp.items()}
