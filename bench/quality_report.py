@@ -56,6 +56,15 @@ def run_report(args) -> None:
     gt = {n: float(ground[n]["gt"]) for n in names}
     half = {n: float(ground[n]["gt_half"]) for n in names}
     print(f"\nconvergence: Kendall tau of the half-budget ranking vs the full one: {_tau(half, gt, names):.3f}")
+    shorter = ground_files()
+    if files.steps != shorter.steps and shorter.lp_csv.exists() and all(t.startswith("lp-") for t in tasks):
+        # the same genomes distilled separately at the first run's budget, graded the same way
+        other = read_rows(shorter.lp_csv)
+        common = [n for n in names if n in other]
+        first = {n: sum(float(other[n][f"full_{t[3:]}_acc"]) for t in tasks) / len(tasks) for n in common}
+        big_common = [n for n in common if int(ground[n]["params"]) > 10e6]
+        print(f"against the {shorter.steps}-step run's ground truth (a separate run): tau {_tau(first, gt, common):.3f} "
+              f"over {len(common)} genomes, {_tau(first, gt, big_common):.3f} over the {len(big_common)} above 10M params")
     resample = _dev_resampler(outcomes, tasks, names) if len(outcomes) == len(tasks) else None
     if resample is not None:
         big_names = [n for n in names if int(ground[n]["params"]) > 10e6]

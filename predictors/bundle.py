@@ -73,7 +73,7 @@ def export_bundle(
     """Write a bundle to `out` (which must not exist). `names` maps genome ids to reference names;
     `precision` fp32 or int8 (every model dynamically quantized with ONNX Runtime)."""
     from nas.onnx import export_onnx
-    from predictors.harness import progress_bar
+    from nas.progress import progress_bar
     from predictors.microbench import kernel_module
     from predictors.quantize import check_precision, quantize_int8
 
@@ -97,7 +97,7 @@ def export_bundle(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         models: list[dict] = []
-        bar = progress_bar(total=len(archs) + len(kernels), desc="exporting", enabled=progress)
+        bar = progress_bar(len(archs) + len(kernels), "exporting", "model", enabled=progress)
         for arch in archs:
             folder = tmp / "models" / arch.id
             write_model(lambda p: export_onnx(arch, p, seq_len=seq_len), folder / "model.onnx")

@@ -42,7 +42,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from nas.arch import ArchConfig
-from nas.progress import progress_bar as _progress_bar
+from nas.progress import progress_bar
 from nas.errors import NasError
 
 RUNTIMES = ("onnxruntime", "torch")
@@ -149,7 +149,7 @@ def time_runners(
                 best = elapsed_ms if best is None else min(best, elapsed_ms)
             timings[key].round_ms.append(best)
 
-    bar = progress_bar(total=protocol.rounds, desc="rounds", enabled=progress)
+    bar = progress_bar(protocol.rounds, "rounds", "round", enabled=progress)
     for _ in range(protocol.rounds):
         one_round(keys)
         bar.update(1)
@@ -336,7 +336,7 @@ def measure_genomes(
                 break
             if pass_index:
                 rng.shuffle(todo)  # new chunk mates and a new time for every genome
-            bar = progress_bar(total=len(todo), desc=f"{desc}, pass {pass_index + 1}", enabled=progress)
+            bar = progress_bar(len(todo), f"{desc}, pass {pass_index + 1}", "genome", enabled=progress)
             for start in range(0, len(todo), chunk):
                 batch = todo[start : start + chunk]
                 runners = {gid: genome_runner(by_id[gid], runtime, threads, seq_len, folder, precision) for gid in batch}
@@ -450,6 +450,3 @@ def load_average() -> float:
 _load = load_average
 
 
-def progress_bar(total: int, desc: str, enabled: bool):
-    """The harness's bars: ``nas.progress.progress_bar``, counting genomes while measuring."""
-    return _progress_bar(total, desc, "genome" if "measuring" in desc else "it", enabled=enabled)

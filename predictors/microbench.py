@@ -213,14 +213,15 @@ def run_microbenchmarks(
     precision: str = "fp32",
 ) -> list[dict]:
     """Time every kernel (interleaved within chunks); one record per kernel, untrusted ones marked."""
-    from predictors.harness import clock_for, progress_bar
+    from nas.progress import progress_bar
+    from predictors.harness import clock_for
 
     if timer is None:
         timer = clock_for(clock, threads)[1]
     if len({k.name for k in kernels}) != len(kernels):
         raise NasError("run_microbenchmarks: a kernel is listed twice")
     records: list[dict] = []
-    bar = progress_bar(total=len(kernels), desc=f"kernels ({runtime}, {threads} thread{'s' * (threads > 1)})", enabled=progress)
+    bar = progress_bar(len(kernels), f"kernels ({runtime}, {threads} thread{'s' * (threads > 1)})", "kernel", enabled=progress)
     with tempfile.TemporaryDirectory(prefix="nas-kernels-") as tmp:
         for start in range(0, len(kernels), chunk):
             batch = kernels[start : start + chunk]
