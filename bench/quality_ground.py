@@ -224,7 +224,7 @@ class LinearProbeGrader:
         """Grade and append one genome's row; None when it is done already or another process has it."""
         from safetensors.torch import load_file, save_file
 
-        from nas.finetune.run import fit_linear_head, pooled_features
+        from nas.finetune.run import HEAD_FIT_ITERATIONS, fit_linear_head, pooled_features
         from nas.model import build_model
 
         if name in done_names(files.lp_csv) or _claimed_by_another(files.features / name / "claimed"):
@@ -252,7 +252,7 @@ class LinearProbeGrader:
                 row[f"{label}_{key}_correct"] = _pack(correct)
         row["seconds"] = round(time.perf_counter() - began, 1)
         row["settings"] = json.dumps({"train_examples": len(self.splits["train"].labels), "dev_examples": len(self.splits["dev"].labels),
-                                      "seq_len": TASKS["supersense"][1], "precision": self.precision, "head": "fit_linear_head",
+                                      "seq_len": TASKS["supersense"][1], "precision": self.precision, "head": f"fit_linear_head: L-BFGS, {HEAD_FIT_ITERATIONS} iterations",
                                       "provenance": provenance(self.args.threads)})
         append_row(files.lp_csv, row)
         return row

@@ -86,8 +86,12 @@ def run_report(args) -> None:
         print(f"{'proxy':<28} {'all':>6} {'>10M':>6}   {'bootstrap all':>16}  {'bootstrap >10M':>16}  {'agree':>6}")
     else:
         print(f"{'proxy':<28} {'all':>6} {'>10M':>6}")
-    for column in columns:
-        values = {n: _derived(proxies[n]).get(column) for n in both}
+    table = {column: {n: _derived(proxies[n]).get(column) for n in both} for column in columns}
+    for column, term in COMBINED:  # a training-free term beside a distillation score, by the mean of their ranks
+        if column in table:
+            table[f"{column}+{term}_ranks"] = _rank_mean(table[column], table[term])
+    for column in sorted(table):
+        values = table[column]
         keep = [n for n in both if values[n] is not None]
         keep_big = [n for n in big if values[n] is not None]
         line = f"{column:<28} {_tau(values, gt, keep):6.3f} {_tau(values, gt, keep_big):6.3f}"
@@ -163,6 +167,16 @@ def _resolved_pairs(draws: list[dict[str, float]], names: list[str]) -> list[tup
 def _median(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[len(ordered) // 2]
+
+
+COMBINED = [("long3x_score", "params")]  # chosen before the 1280-step ground truth was read
+
+
+def _rank_mean(a: dict, b: dict) -> dict:
+    """Each genome's mean rank under two proxies (None where either is missing); no fitted weight."""
+    keep = [n for n in a if a[n] is not None and b.get(n) is not None]
+    ranks = [{n: i for i, n in enumerate(sorted(keep, key=values.get))} for values in (a, b)]
+    return {n: (ranks[0][n] + ranks[1][n]) / 2 if n in ranks[0] else None for n in a}
 
 
 def _derived(row: dict) -> dict[str, float]:
