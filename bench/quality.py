@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--distill-steps", type=int, default=640,
                         help="ground: the long run's budget; regrade, extra-task, report: which ground-truth run to read "
                              "(640 = the first; another budget keeps its own files)")
+    parser.add_argument("--also-steps", type=int, nargs="+", default=[],
+                        help="report: average the linear-probe ground truth of these runs with --distill-steps' run")
     parser.add_argument("--grade", choices=["finetune", "lp"], default="finetune",
                         help="ground: fine-tune each snapshot on two tasks (the first reading), or grade it with regrade's linear probe")
     parser.add_argument("--train-examples", type=int, default=1000)

@@ -33,9 +33,14 @@ def run_report(args) -> None:
         if task.startswith("lp-"):
             key = task[3:]
             lp = read_rows(files.lp_csv)
-            rows = {n: {"half": r[f"half_{key}_acc"], "full": r[f"full_{key}_acc"]} for n, r in lp.items()}
-            size = json.loads(next(iter(lp.values()))["settings"])["dev_examples"]
-            outcomes[task] = {n: _unpack(r[f"full_{key}_correct"], size) for n, r in lp.items()}
+            if args.also_steps:  # several independent runs: the ground truth is their mean (no dev resampling)
+                runs = [lp] + [read_rows(ground_files(steps).lp_csv) for steps in args.also_steps]
+                rows = {n: {b: sum(float(run[n][f"{b}_{key}_acc"]) for run in runs) / len(runs) for b in ("half", "full")}
+                        for n in lp if all(n in run for run in runs)}
+            else:
+                rows = {n: {"half": r[f"half_{key}_acc"], "full": r[f"full_{key}_acc"]} for n, r in lp.items()}
+                size = json.loads(next(iter(lp.values()))["settings"])["dev_examples"]
+                outcomes[task] = {n: _unpack(r[f"full_{key}_correct"], size) for n, r in lp.items()}
         elif task in TASKS:
             rows = {n: {"half": r.get(f"half_{task}_acc"), "full": r.get(f"full_{task}_acc")} for n, r in ground.items()}
         else:
@@ -45,7 +50,8 @@ def run_report(args) -> None:
     for n in names:
         ground[n]["gt"] = sum(accuracy[t]["full"][n] for t in tasks) / len(tasks)
         ground[n]["gt_half"] = sum(accuracy[t]["half"][n] for t in tasks) / len(tasks)
-    print(f"{len(names)} genomes with ground truth = mean dev accuracy of {', '.join(tasks)}")
+    runs_text = f" over the {', '.join(map(str, [files.steps, *args.also_steps]))}-step runs" if args.also_steps else ""
+    print(f"{len(names)} genomes with ground truth = mean dev accuracy of {', '.join(tasks)}{runs_text}")
     print(f"{'genome':<20} {'params':>7} {'gt':>7} {'half':>7} " + " ".join(f"{t:>14}" for t in tasks))
     for n in sorted(names, key=lambda n: -float(ground[n]["gt"])):
         g = ground[n]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -193,6 +194,21 @@ def test_settings_round_trip_and_refuse_unknown_fields(tmp_path):
         SearchSettings.from_dict({"trails": 3})
     with pytest.raises(NasError, match="sampler"):
         SearchSettings.from_dict({"sampler": "cmaes"})
+
+
+def test_pinned_settings_keep_the_distillation_a_run_started_with(tmp_path):
+    from nas.distill import DistillConfig
+
+    settings = SearchSettings(space="tiny", distill={"lr": 1e-3}, cpus_per_trial=2)
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings.pinned().to_dict()))
+    saved = SearchSettings.load(path)
+    # every field is written out (none is left to a default a later release may change), threads
+    # still follow the trial's CPUs, and the run distils exactly as the unpinned settings do
+    assert set(saved.distill) == {f.name for f in dataclasses.fields(DistillConfig)} - {"threads"}
+    assert saved.distill["lr"] == 1e-3 and saved.distill["steps"] == DistillConfig().steps
+    assert saved.distill_config() == settings.distill_config()
+    assert SearchSettings(space="tiny", objectives=["params", "flops"]).pinned().distill == {}
 
 
 def test_a_live_lock_refuses_a_second_search_and_a_stale_one_is_taken_over(tmp_path):

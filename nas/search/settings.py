@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,16 @@ class SearchSettings:
             raise NasError(f"settings distill_preset: {self.distill_preset!r} is not a DistillConfig preset (e.g. quick)")
         check_fields(self.distill, DistillConfig, "settings distill", what="DistillConfig field")
         return preset(**(self.distill | {"threads": self.cpus_per_trial}))
+
+    def pinned(self) -> "SearchSettings":
+        """These settings with the distillation written out in full (every DistillConfig field but
+        the threads, which follow cpus_per_trial): what a new run saves, so that resuming it after
+        the library's defaults change (the default run went 120 -> 360 -> 240 steps) still scores
+        its remaining trials as it scored the first ones."""
+        if "distill" not in self.objectives:
+            return self
+        resolved = self.distill_config().to_dict()
+        return replace(self, distill={k: v for k, v in resolved.items() if k != "threads"})
 
     @property
     def nsga2_population(self) -> int:

@@ -231,6 +231,7 @@ def run_search(
         check_resources(settings)
         if not resume:  # the run exists from here on (all checks passed)
             atomic_write_text(run.space_path, Path(space.path).read_text())
+            settings = settings.pinned()  # the distillation as it runs today, kept for a resume after an upgrade
             atomic_write_json(run.settings_path, settings.to_dict())
         optuna_study.quiet_optuna()
         driver = Driver(run, settings, space, progress, resume=resume, scoring=scoring)
