@@ -4,7 +4,8 @@
     python bench/quality.py ground  [--threads 1] [--distill-steps 960] [--only NAME,...]
     python bench/quality.py proxies [--threads 1] [--only NAME,...]
     python bench/quality.py regrade                       # the ground truth: a linear head on the kept students
-    python bench/quality.py ground --distill-steps 1280 --grade lp --lp-dev 12000   # a longer run, graded as it goes
+    python bench/quality.py ground --distill-steps 1280 --grade lp --lp-dev 12000 [--ground-seed 1]   # a longer run, graded as it goes
+    python bench/quality.py report --gt-tasks lp-supersense,lp-pos --also-runs 1280 [1280:1]   # the mean of several runs
     python bench/quality.py readouts | budgets [--budgets 240 480]   # more proxies: readouts, run lengths
     python bench/quality.py report --gt-tasks lp-supersense,lp-pos   # Kendall tau of every proxy vs the ground truth
 
@@ -47,8 +48,10 @@ def main() -> None:
     parser.add_argument("--distill-steps", type=int, default=640,
                         help="ground: the long run's budget; regrade, extra-task, report: which ground-truth run to read "
                              "(640 = the first; another budget keeps its own files)")
-    parser.add_argument("--also-steps", type=int, nargs="+", default=[],
-                        help="report: average the linear-probe ground truth of these runs with --distill-steps' run")
+    parser.add_argument("--ground-seed", type=int, default=0,
+                        help="ground, regrade, extra-task, report: the distillation seed of the ground-truth run (each seed keeps its own files)")
+    parser.add_argument("--also-runs", nargs="+", default=[], metavar="STEPS[:SEED]",
+                        help="report: average the linear-probe ground truth of these runs with --distill-steps' run, e.g. 1280 1280:1")
     parser.add_argument("--grade", choices=["finetune", "lp"], default="finetune",
                         help="ground: fine-tune each snapshot on two tasks (the first reading), or grade it with regrade's linear probe")
     parser.add_argument("--train-examples", type=int, default=1000)

@@ -126,19 +126,30 @@ class GroundFiles:
     """Where one ground-truth run (one distillation budget) keeps its rows, students and features."""
 
     steps: int
+    seed: int
     csv: Path
     students: Path
     lp_csv: Path
     features: Path
 
 
-def ground_files(steps: int = GROUND_STEPS) -> GroundFiles:
-    """640 steps keeps the first run's names; another budget gets its own files beside them, so a
-    longer run never overwrites the snapshots or rows of a shorter one."""
-    if steps == GROUND_STEPS:
-        return GroundFiles(steps, GROUND_CSV, STUDENTS, LP_CSV, FEATURES)
-    return GroundFiles(steps, RESULTS / f"quality_ground_truth_{steps}.csv", STUDENTS.parent / f"students-{steps}",
-                       RESULTS / f"quality_ground_truth_lp_{steps}.csv", STUDENTS.parent / f"features-{steps}")
+def ground_files(steps: int = GROUND_STEPS, seed: int = 0) -> GroundFiles:
+    """640 steps, seed 0 keeps the first run's names; another budget or distillation seed gets its
+    own files beside them (``_1280``, ``_1280_seed1``), so no run overwrites another's snapshots or rows."""
+    if steps == GROUND_STEPS and seed == 0:
+        return GroundFiles(steps, seed, GROUND_CSV, STUDENTS, LP_CSV, FEATURES)
+    tag = f"{steps}" + (f"_seed{seed}" if seed else "")
+    return GroundFiles(steps, seed, RESULTS / f"quality_ground_truth_{tag}.csv", STUDENTS.parent / f"students-{tag}",
+                       RESULTS / f"quality_ground_truth_lp_{tag}.csv", STUDENTS.parent / f"features-{tag}")
+
+
+def parse_run(text: str) -> GroundFiles:
+    """A ground-truth run named on the command line: STEPS or STEPS:SEED."""
+    steps, _, seed = text.partition(":")
+    try:
+        return ground_files(int(steps), int(seed or 0))
+    except ValueError:
+        sys.exit(f"quality.py: error: run {text!r}: give STEPS or STEPS:SEED, e.g. 1280 or 1280:1")
 LP_TASKS = ("supersense", "pos")  # one set of glosses, two label sets: the lexicographer file, its part of speech
 READOUT_CSV = RESULTS / "quality_readouts.csv"
 BUDGET_CSV = RESULTS / "quality_budgets.csv"

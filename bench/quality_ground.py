@@ -63,7 +63,7 @@ def run_ground(args) -> None:
 
     torch.set_num_threads(args.threads)
     genomes = selected(args)
-    files = ground_files(args.distill_steps)
+    files = ground_files(args.distill_steps, args.ground_seed)
     todo = [n for n in genomes if n not in done_names(files.csv)]
     # --grade lp: no fine-tune; the linear-probe grade (regrade's) runs on each student as soon as it is distilled
     grader = LinearProbeGrader(args) if args.grade == "lp" else None
@@ -72,7 +72,7 @@ def run_ground(args) -> None:
     ft_config = FinetuneConfig(lrs=tuple(args.lrs), epochs=args.epochs, threads=args.threads, seed=0)
     steps = args.distill_steps
     half = steps // 2
-    config = DistillConfig(steps=steps, seed=0, threads=args.threads, num_checkpoints=steps // 80, heldout_examples=64)
+    config = DistillConfig(steps=steps, seed=files.seed, threads=args.threads, num_checkpoints=steps // 80, heldout_examples=64)
     if half not in config.checkpoint_steps:
         sys.exit(f"quality.py: error: --distill-steps {steps}: must be a multiple of 160")
     prov = provenance(args.threads)
@@ -146,8 +146,8 @@ def run_extra_task(args) -> None:
     from nas.model import build_model
 
     torch.set_num_threads(args.threads)
-    files = ground_files(args.distill_steps)
-    suffix = "" if files.steps == 640 else f"_{files.steps}"
+    files = ground_files(args.distill_steps, args.ground_seed)
+    suffix = files.csv.stem.removeprefix("quality_ground_truth")
     path = RESULTS / f"quality_ground_truth_{args.task}{suffix}.csv"
     ground = read_rows(files.csv)
     task = load_task(args.task, max_train=args.train_examples, max_dev=args.dev_examples)
@@ -185,7 +185,7 @@ def run_regrade(args) -> None:
     from tqdm import tqdm
 
     torch.set_num_threads(args.threads)
-    files = ground_files(args.distill_steps)
+    files = ground_files(args.distill_steps, args.ground_seed)
     ground = read_rows(files.csv)
     grader = LinearProbeGrader(args)
     names = [n for n in ground if ground[n]["status"] == "ok"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 
-from quality_common import BUDGET_CSV, PROXY_CSV, READOUT_CSV, RESULTS, TASKS, _read_list, _unpack, ground_files, read_rows
+from quality_common import BUDGET_CSV, PROXY_CSV, READOUT_CSV, RESULTS, TASKS, _read_list, _unpack, ground_files, parse_run, read_rows
 
 
 def run_report(args) -> None:
-    files = ground_files(args.distill_steps)
+    files = ground_files(args.distill_steps, args.ground_seed)
     ground, proxies = read_rows(files.csv), read_rows(PROXY_CSV)
     by_seed: dict[tuple[str, int], dict[int, float]] = {}  # (genome, steps) -> seed -> score
     for name, row in proxies.items():
@@ -33,8 +33,8 @@ def run_report(args) -> None:
         if task.startswith("lp-"):
             key = task[3:]
             lp = read_rows(files.lp_csv)
-            if args.also_steps:  # several independent runs: the ground truth is their mean (no dev resampling)
-                runs = [lp] + [read_rows(ground_files(steps).lp_csv) for steps in args.also_steps]
+            if args.also_runs:  # several independent runs: the ground truth is their mean (no dev resampling)
+                runs = [lp] + [read_rows(parse_run(run).lp_csv) for run in args.also_runs]
                 rows = {n: {b: sum(float(run[n][f"{b}_{key}_acc"]) for run in runs) / len(runs) for b in ("half", "full")}
                         for n in lp if all(n in run for run in runs)}
             else:
@@ -50,7 +50,7 @@ def run_report(args) -> None:
     for n in names:
         ground[n]["gt"] = sum(accuracy[t]["full"][n] for t in tasks) / len(tasks)
         ground[n]["gt_half"] = sum(accuracy[t]["half"][n] for t in tasks) / len(tasks)
-    runs_text = f" over the {', '.join(map(str, [files.steps, *args.also_steps]))}-step runs" if args.also_steps else ""
+    runs_text = f" over the runs {', '.join([f'{files.steps}:{files.seed}', *args.also_runs])} (steps:seed)" if args.also_runs else ""
     print(f"{len(names)} genomes with ground truth = mean dev accuracy of {', '.join(tasks)}{runs_text}")
     print(f"{'genome':<20} {'params':>7} {'gt':>7} {'half':>7} " + " ".join(f"{t:>14}" for t in tasks))
     for n in sorted(names, key=lambda n: -float(ground[n]["gt"])):
@@ -63,7 +63,7 @@ def run_report(args) -> None:
     half = {n: float(ground[n]["gt_half"]) for n in names}
     print(f"\nconvergence: Kendall tau of the half-budget ranking vs the full one: {_tau(half, gt, names):.3f}")
     shorter = ground_files()
-    if files.steps != shorter.steps and shorter.lp_csv.exists() and all(t.startswith("lp-") for t in tasks):
+    if files != shorter and shorter.lp_csv.exists() and all(t.startswith("lp-") for t in tasks):
         # the same genomes distilled separately at the first run's budget, graded the same way
         other = read_rows(shorter.lp_csv)
         common = [n for n in names if n in other]
