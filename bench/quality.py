@@ -32,7 +32,7 @@ from __future__ import annotations
 import argparse
 
 import nas
-from quality_common import genome_set
+from quality_common import genome_set, parse_run
 from quality_ground import run_extra_task, run_ground, run_regrade
 from quality_proxies import run_budgets, run_proxies, run_readouts
 from quality_report import run_report
@@ -50,7 +50,7 @@ def main() -> None:
                              "(640 = the first; another budget keeps its own files)")
     parser.add_argument("--ground-seed", type=int, default=0,
                         help="ground, regrade, extra-task, report: the distillation seed of the ground-truth run (each seed keeps its own files)")
-    parser.add_argument("--also-runs", nargs="+", default=[], metavar="STEPS[:SEED]",
+    parser.add_argument("--also-runs", nargs="+", type=parse_run, default=[], metavar="STEPS[:SEED]",
                         help="report: average the linear-probe ground truth of these runs with --distill-steps' run, e.g. 1280 1280:1")
     parser.add_argument("--grade", choices=["finetune", "lp"], default="finetune",
                         help="ground: fine-tune each snapshot on two tasks (the first reading), or grade it with regrade's linear probe")

@@ -144,12 +144,21 @@ def ground_files(steps: int = GROUND_STEPS, seed: int = 0) -> GroundFiles:
 
 
 def parse_run(text: str) -> GroundFiles:
-    """A ground-truth run named on the command line: STEPS or STEPS:SEED."""
+    """A ground-truth run named on the command line (an argparse type): STEPS or STEPS:SEED."""
+    import argparse
+
     steps, _, seed = text.partition(":")
     try:
         return ground_files(int(steps), int(seed or 0))
     except ValueError:
-        sys.exit(f"quality.py: error: run {text!r}: give STEPS or STEPS:SEED, e.g. 1280 or 1280:1")
+        raise argparse.ArgumentTypeError(f"{text!r}: give STEPS or STEPS:SEED, e.g. 1280 or 1280:1") from None
+
+
+def lp_ground_truth(row: dict, tasks: list[str], budget: str = "full") -> float:
+    """One genome's linear-probe ground truth from its row: the mean accuracy of ``lp-`` tasks."""
+    return sum(float(row[f"{budget}_{task.removeprefix('lp-')}_acc"]) for task in tasks) / len(tasks)
+
+
 LP_TASKS = ("supersense", "pos")  # one set of glosses, two label sets: the lexicographer file, its part of speech
 READOUT_CSV = RESULTS / "quality_readouts.csv"
 BUDGET_CSV = RESULTS / "quality_budgets.csv"

@@ -233,14 +233,15 @@ class LinearProbeGrader:
         (files.features / name / "claimed").write_text(str(os.getpid()))
         began = time.perf_counter()
         encoder = None
-        row = {"name": name, "params": nas.count(ArchConfig.load(files.students / name / "genome.json")).params}
+        arch = ArchConfig.load(files.students / name / "genome.json")
+        row = {"name": name, "params": nas.count(arch).params}
         for label, step in (("half", steps // 2), ("full", steps)):
             cache = files.features / name / f"{step}-{self.args.lp_train}-{self.args.lp_dev}.safetensors"
             if cache.exists():
                 features = load_file(str(cache))
             else:
                 if encoder is None:
-                    encoder = build_model(ArchConfig.load(files.students / name / "genome.json"))
+                    encoder = build_model(arch)
                 encoder.load_state_dict(load_file(str(files.students / name / f"{step}.safetensors")))
                 features = {k: pooled_features(encoder, v, 64, self.precision) for k, v in self.splits.items()}
                 save_file(features, str(cache))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from quality_common import BUDGET_CSV, PROXY_CSV, READOUT_CSV, RESULTS, TASKS, _read_list, _unpack, ground_files, parse_run, read_rows
+from quality_common import BUDGET_CSV, PROXY_CSV, READOUT_CSV, RESULTS, TASKS, _read_list, _unpack, ground_files, lp_ground_truth, read_rows
 
 
 def run_report(args) -> None:
@@ -34,8 +34,8 @@ def run_report(args) -> None:
             key = task[3:]
             lp = read_rows(files.lp_csv)
             if args.also_runs:  # several independent runs: the ground truth is their mean (no dev resampling)
-                runs = [lp] + [read_rows(parse_run(run).lp_csv) for run in args.also_runs]
-                rows = {n: {b: sum(float(run[n][f"{b}_{key}_acc"]) for run in runs) / len(runs) for b in ("half", "full")}
+                runs = [lp] + [read_rows(run.lp_csv) for run in args.also_runs]
+                rows = {n: {b: sum(lp_ground_truth(run[n], [task], b) for run in runs) / len(runs) for b in ("half", "full")}
                         for n in lp if all(n in run for run in runs)}
             else:
                 rows = {n: {"half": r[f"half_{key}_acc"], "full": r[f"full_{key}_acc"]} for n, r in lp.items()}
@@ -50,7 +50,7 @@ def run_report(args) -> None:
     for n in names:
         ground[n]["gt"] = sum(accuracy[t]["full"][n] for t in tasks) / len(tasks)
         ground[n]["gt_half"] = sum(accuracy[t]["half"][n] for t in tasks) / len(tasks)
-    runs_text = f" over the runs {', '.join([f'{files.steps}:{files.seed}', *args.also_runs])} (steps:seed)" if args.also_runs else ""
+    runs_text = f" over the runs {', '.join(f'{r.steps}:{r.seed}' for r in [files, *args.also_runs])} (steps:seed)" if args.also_runs else ""
     print(f"{len(names)} genomes with ground truth = mean dev accuracy of {', '.join(tasks)}{runs_text}")
     print(f"{'genome':<20} {'params':>7} {'gt':>7} {'half':>7} " + " ".join(f"{t:>14}" for t in tasks))
     for n in sorted(names, key=lambda n: -float(ground[n]["gt"])):
@@ -67,7 +67,7 @@ def run_report(args) -> None:
         # the same genomes distilled separately at the first run's budget, graded the same way
         other = read_rows(shorter.lp_csv)
         common = [n for n in names if n in other]
-        first = {n: sum(float(other[n][f"full_{t[3:]}_acc"]) for t in tasks) / len(tasks) for n in common}
+        first = {n: lp_ground_truth(other[n], tasks) for n in common}
         big_common = [n for n in common if int(ground[n]["params"]) > 10e6]
         print(f"against the {shorter.steps}-step run's ground truth (a separate run): tau {_tau(first, gt, common):.3f} "
               f"over {len(common)} genomes, {_tau(first, gt, big_common):.3f} over the {len(big_common)} above 10M params")

@@ -536,8 +536,6 @@ def _constant_baseline(store: TargetStore) -> float:
     return float((unit @ direction).mean())
 
 
-
-
 # Settings added after this cache's key was fixed, at the value that reproduces what came before:
 # left out of the key there, so a library upgrade that adds a setting keeps every cached score.
 _NEUTRAL: dict[str, Any] = {"repeats": 1}
