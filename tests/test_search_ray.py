@@ -294,6 +294,38 @@ def test_a_search_killed_at_any_moment_resumes_exactly(moment, local_ray, tmp_pa
         assert trial.user_attrs["status"] == row["status"] and trial.user_attrs["genome_id"] == row["genome_id"]
 
 
+def test_a_row_a_kill_cut_between_its_journal_lines_is_run_again_and_the_stale_lock_removed(tmp_path):
+    """The journal takes a row one field per line: "status" is written last, and a row a kill left
+    as "ok" without its scores (a journal written before that order) has its genome proposed again."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    from nas.search import searcher as search_driver
+
+    settings = SearchSettings(space="tiny", objectives=["params", "flops"], constraints=[], trials=3, sampler="random")
+    run = RunDir(tmp_path / "cut")
+    run.root.mkdir()
+    space = load_space("tiny")
+    driver = search_driver.Driver(run, settings, space, progress=False)
+    whole, cut = driver.study.ask(), driver.study.ask()
+    archs = [space.genome(optuna_study.suggest_genome_values(space, t)) for t in (whole, cut)]
+    optuna_study.set_trial_attrs(driver.study, whole.number, {"status": "ok", "genome_id": archs[0].id, "scores": {"params": 1.0, "flops": 2.0}})
+    ops = [json.loads(line) for line in run.journal_path.read_text().splitlines()]
+    assert [list(op["user_attr"]) for op in ops if "user_attr" in op][-1] == ["status"]
+    optuna_study.set_trial_attrs(driver.study, cut.number, {"status": "ok", "genome_id": archs[1].id})  # scores cut off
+    JournalFileSymlinkLock(str(run.journal_path)).acquire()  # held by the killed driver, never released
+    lock = Path(str(run.journal_path) + optuna_study.JOURNAL_LOCK_SUFFIX)
+    assert os.path.lexists(lock)
+
+    resumed = search_driver.Driver(run, settings, space, progress=False, resume=True)
+    assert not os.path.lexists(lock)
+    trials = {t.number: t for t in resumed.study.get_trials(deepcopy=False)}
+    assert trials[whole.number].state.name == "COMPLETE" and trials[whole.number].values == [1.0, 2.0]
+    assert trials[cut.number].state.name == "FAIL" and resumed.log.records[cut.number]["status"] == "interrupted"
+    retry = [t for t in trials.values() if t.state.name == "WAITING"]
+    assert len(retry) == 1 and retry[0].user_attrs["retry_of"] == cut.number
+    assert retry[0].system_attrs["fixed_params"] == cut.params  # the same genome, proposed again
+
+
 @pytest.mark.parametrize("cut", ["mid_line", "line_end"])
 def test_a_torn_trials_csv_is_rebuilt_from_the_journal_on_resume(cut, finished_run, tmp_path):
     import shutil

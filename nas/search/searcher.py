@@ -300,7 +300,7 @@ def _rebuild_from_journal(driver: Driver) -> None:
             _recover_screened_row(driver, frozen)
     for frozen in study.get_trials(deepcopy=False, states=[optuna_study.trial_state("RUNNING")]):
         record = driver.log.records.get(frozen.number)
-        if record is not None and record["status"] != "interrupted":  # finished; Optuna not told yet
+        if record is not None and _finished_whole(driver, record):  # Optuna not told yet
             _tell(study, driver, frozen.number, record)
             continue
         arch = _genome_or_none(driver, frozen.params)
@@ -310,6 +310,14 @@ def _rebuild_from_journal(driver: Driver) -> None:
         if arch is not None:
             study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number})
     driver.log.flush()
+
+
+def _finished_whole(driver: Driver, record: dict[str, Any]) -> bool:
+    """A finished trial's row, with every objective value when it reads "ok" (a run journalled
+    before "status" was written last can hold an "ok" whose scores the kill cut off)."""
+    if record["status"] == "interrupted":
+        return False
+    return record["status"] != "ok" or all(o.name in record["scores"] for o in driver.objectives)
 
 
 def _genome_or_none(driver: Driver, params: dict[str, Any]) -> ArchConfig | None:

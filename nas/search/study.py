@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,6 +19,8 @@ from nas.errors import NasError
 from nas.space import Space
 
 STUDY_NAME = "nas"
+# Beside the journal while a process appends to it: the lock file of JournalFileBackend's default lock.
+JOURNAL_LOCK_SUFFIX = ".lock"
 
 
 def distributions(space: Space) -> dict[str, BaseDistribution]:
@@ -180,11 +183,15 @@ def open_study(path: Path, directions: list[str]) -> optuna.Study:
 
 def set_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, Any]) -> None:
     """Set user attributes on trial `number`, whatever its state (a finished trial's attributes
-    can still be written through the storage, which the Trial API does not allow)."""
+    can still be written through the storage, which the Trial API does not allow).
+
+    The journal takes one attribute per line, so "status" goes last: a driver killed between two
+    lines leaves a row that still reads as its old status, never an "ok" without its scores.
+    """
     storage = study._storage
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     try:
-        for key, value in attrs.items():
+        for key, value in sorted(attrs.items(), key=lambda item: item[0] == "status"):
             storage.set_trial_user_attr(trial_id, key, value)
     except optuna.exceptions.UpdateFinishedTrialError:
         # Finished trials take no attributes; trials.csv keeps the row. Not a reason to stop a search.
@@ -192,11 +199,17 @@ def set_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, Any]) -> 
 
 
 def repair_journal(path: Path) -> bool:
-    """Cut a torn last line (a kill mid-append) off the journal; True when one was cut.
+    """Undo what a driver killed mid-append leaves: its journal lock, and a torn last line (cut
+    off; True when one was cut). Only for the one driver that holds the run's lock.
 
     Optuna skips a torn last line when reading, but its next append would join it and leave a bad
-    line inside the file, which fails every later read.
+    line inside the file, which fails every later read. A lock left behind makes the next append
+    wait 30 s before Optuna breaks it.
     """
+    lock = Path(str(path) + JOURNAL_LOCK_SUFFIX)
+    if os.path.lexists(lock):
+        logging.getLogger("nas.search").warning("%s: removed the journal lock a stopped driver left", lock)
+        lock.unlink()
     try:
         with open(path, "rb+") as handle:
             data = handle.read()
