@@ -107,6 +107,8 @@ def run_report(args) -> None:
             judged = [(a, b) for a, b in resolved if values.get(a) is not None and values.get(b) is not None]
             line += f"  {sum(values[a] > values[b] for a, b in judged) / max(1, len(judged)):6.3f}"
         print(line)
+    if args.also_runs and all(t.startswith("lp-") for t in tasks):
+        _noise_ceiling([files, *args.also_runs], tasks, table, both, big)
     print("\nASHA: of the genomes in the top third at a run's last checkpoint, how many a first-rung cut "
           "(keep the top third) would have stopped; tau of the first rung vs the last")
     for (steps, seeds) in sorted({(k[1], len(v)) for k, v in by_seed.items() if len(v) > 1}):
@@ -135,6 +137,32 @@ def run_report(args) -> None:
             kept = set(sorted(curves, key=lambda n: -first[n])[:k])
             print(f"  {label:<14} rung at step {rung:>4}: {len(top_last - kept)}/{k} of the final top third stopped; "
                   f"tau {_tau(first, last, list(curves)):.3f}")
+
+
+def _noise_ceiling(runs: list, tasks: list[str], table: dict[str, dict], names: list[str], big: list[str]) -> None:
+    """Leave one run out: how well each run ranks the mean of the others (what one more long run
+    would score), and each proxy against the same means. A proxy at that line ranks long-run quality
+    as well as another long run does; no proxy can be shown to do better with these runs."""
+    gts = []
+    for run in runs:
+        rows = read_rows(run.lp_csv)
+        gts.append({n: lp_ground_truth(rows[n], tasks) for n in names if n in rows})
+    names = [n for n in names if all(n in gt for gt in gts)]
+    big = [n for n in big if n in names]
+    others = [{n: sum(gt[n] for j, gt in enumerate(gts) if j != i) / (len(gts) - 1) for n in names} for i in range(len(gts))]
+    print(f"\nnoise ceiling, leaving one run out ({len(names)} genomes, {len(big)} above 10M): Kendall tau against the "
+          "mean of the other runs, all / >10M")
+    ceiling = [(_tau(gts[i], others[i], names), _tau(gts[i], others[i], big)) for i in range(len(gts))]
+    for run, (every, large) in zip(runs, ceiling):
+        print(f"  {f'run {run.steps}:{run.seed} against the others':<44} {every:6.3f} {large:6.3f}")
+    mean = [sum(c[k] for c in ceiling) / len(ceiling) for k in (0, 1)]
+    print(f"  {'one long run (mean of the above)':<44} {mean[0]:6.3f} {mean[1]:6.3f}")
+    for column in sorted(table):
+        values = table[column]
+        keep = [n for n in names if values.get(n) is not None]
+        keep_big = [n for n in big if values.get(n) is not None]
+        taus = [(_tau(values, other, keep), _tau(values, other, keep_big)) for other in others]
+        print(f"  {column:<44} {sum(t[0] for t in taus) / len(taus):6.3f} {sum(t[1] for t in taus) / len(taus):6.3f}")
 
 
 def _dev_resampler(outcomes: dict, tasks: list[str], names: list[str]):
