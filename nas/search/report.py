@@ -2,8 +2,10 @@
 with the reference designs (BERT-base, SqueezeBERT, MobileBERT, ...) on the same axes.
 
 References are scored the way the search scored candidates (``nas.count``, the latency
-predictor). They are not distilled (that would cost a full distillation each), so on an axis
-with the distillation score they appear as a line at their cheap coordinate, not as a point.
+predictor). On an axis with the distillation score, the settings' ``quality_references``
+(MobileBERT and MobileBERT-TINY by default, distilled once with the run's own settings by
+``nas search`` or ``nas reproduce`` and cached) are points; the others would cost a full
+distillation each and appear as a line at their cheap coordinate.
 
 Each plot also shows the constraints (a line at the limit, the infeasible side shaded), the
 candidates they excluded (on a distillation axis, where they have no score, as a rug along the
