@@ -109,6 +109,7 @@ def run_report(args) -> None:
         print(line)
     if args.also_runs and all(t.startswith("lp-") for t in tasks):
         _noise_ceiling([files, *args.also_runs], tasks, table, both, big)
+    _fronts(gt, table, both)
     print("\nASHA: of the genomes in the top third at a run's last checkpoint, how many a first-rung cut "
           "(keep the top third) would have stopped; tau of the first rung vs the last")
     for (steps, seeds) in sorted({(k[1], len(v)) for k, v in by_seed.items() if len(v) > 1}):
@@ -163,6 +164,43 @@ def _noise_ceiling(runs: list, tasks: list[str], table: dict[str, dict], names: 
         keep_big = [n for n in big if values.get(n) is not None]
         taus = [(_tau(values, other, keep), _tau(values, other, keep_big)) for other in others]
         print(f"  {column:<44} {sum(t[0] for t in taus) / len(taus):6.3f} {sum(t[1] for t in taus) / len(taus):6.3f}")
+
+
+FRONT_PROXIES = ("params", "cosine180_score", "cosine240_score", "long3x_score")  # the baseline, and the default runs
+
+
+def _fronts(gt: dict[str, float], table: dict[str, dict], names: list[str]) -> None:
+    """What a search would keep: the Pareto front of (predicted Pixel 4 latency, quality) over the
+    genomes, by the ground truth and by each proxy, and how many of the ground truth's front a proxy's holds."""
+    from quality_common import genome_set
+
+    from nas.errors import NasError
+    from nas.search.objectives import CheapScorer
+
+    metric = "latency_ms@pixel4"
+    try:
+        scorer = CheapScorer([metric])
+    except NasError as err:  # no pixel4 profile installed
+        print(f"\nfronts: skipped ({err})")
+        return
+    genomes = genome_set()
+    latency = {n: scorer.scores(genomes[n])[metric] for n in names if n in genomes}
+
+    def front(quality: dict) -> list[str]:
+        keep = [n for n in latency if quality.get(n) is not None]
+        return sorted((n for n in keep if not any(latency[m] <= latency[n] and quality[m] >= quality[n]
+                                                   and (latency[m], quality[m]) != (latency[n], quality[n]) for m in keep)),
+                      key=latency.get)
+
+    truth = front(gt)
+    print(f"\nPareto fronts of ({metric}, quality) over these genomes; ground truth's: "
+          + ", ".join(f"{n} {latency[n]:.1f} ms" for n in truth))
+    for column in FRONT_PROXIES:
+        if column in table:
+            found = front(table[column])
+            hits = len(set(found) & set(truth))
+            print(f"  {column:<28} holds {hits} of its {len(truth)}, and {len(found) - hits} it does not; its own: "
+                  + ", ".join(f"{n} {latency[n]:.1f} ms" for n in found))
 
 
 def _dev_resampler(outcomes: dict, tasks: list[str], names: list[str]):
