@@ -3,7 +3,7 @@
     python bench/search.py efficiency [--seeds 5] [--evals 200] [--space mobile]
     python bench/search.py overhead [--trials 8,24] [--hold-s 2] [--default-run runs/NAME]
     python bench/search.py cpus [--genomes 3]
-    python bench/search.py tpe-settings [--seeds 5] [--evals 80]
+    python bench/search.py tpe-settings [--seeds 5] [--first-seed 0] [--evals 80] [--only shipped,...]
 
 efficiency (Optuna directly, no Ray): two cheap objectives on the mobile space, minimise predicted
 latency (latency_ms@pixel4; FLOPs when no pixel4 profile is installed) and maximise non-embedding
@@ -178,12 +178,15 @@ def efficiency(args) -> None:
     print(f"({time.perf_counter() - started:.0f} s)")
 
 
+_TPE_BASE = dict(multivariate=True, group=True, constant_liar=True)
 TPE_SETTINGS = {  # constructor arguments of the search's TPE (nas.search.study.make_sampler) and variants of it
-    "shipped": dict(multivariate=True, group=True, constant_liar=True),
-    "startup5": dict(multivariate=True, group=True, constant_liar=True, n_startup_trials=5),
+    "shipped": _TPE_BASE | dict(consider_magic_clip=False, n_ei_candidates=64),
+    "until-session-5": _TPE_BASE,
+    "magic-clip": _TPE_BASE | dict(n_ei_candidates=64),  # = "ei64" of earlier sessions
+    "ei24": _TPE_BASE | dict(consider_magic_clip=False),
+    "endpoints": _TPE_BASE | dict(consider_endpoints=True),
+    "startup5": _TPE_BASE | dict(n_startup_trials=5),
     "independent": dict(constant_liar=True),
-    "ei64": dict(multivariate=True, group=True, constant_liar=True, n_ei_candidates=64),
-    "startup5-ei64": dict(multivariate=True, group=True, constant_liar=True, n_startup_trials=5, n_ei_candidates=64),
 }
 
 
@@ -196,22 +199,25 @@ def tpe_settings(args) -> None:
     from nas.search import study as study_module
 
     space, metric, scorer, scale_pair = _setup(args.space)
-    targets = [run_sampler("random", seed, args.random_evals, space, metric, scorer, scale_pair)["curve"][-1] for seed in range(args.seeds)]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    targets = [run_sampler("random", seed, args.random_evals, space, metric, scorer, scale_pair)["curve"][-1] for seed in seeds]
     shipped = study_module.make_sampler
-    print(f"evaluations to reach random search's {args.random_evals}-evaluation hypervolume (seeds 0-{args.seeds - 1}; "
+    names = args.only.split(",") if args.only else list(TPE_SETTINGS)
+    print(f"evaluations to reach random search's {args.random_evals}-evaluation hypervolume (seeds {seeds[0]}-{seeds[-1]}; "
           f"'-' = not within {args.evals}); goal {GOAL_EVALS}")
     try:
-        for name, settings in TPE_SETTINGS.items():
-            def variant(sampler, seed, population=50, settings=settings):
+        for name in names:
+            def variant(sampler, seed, population=50, settings=TPE_SETTINGS[name]):
                 if sampler != "tpe":
                     return shipped(sampler, seed, population)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    warnings.simplefilter("ignore", FutureWarning)  # consider_magic_clip, consider_endpoints
                     return study_module.CheckpointTolerantTPESampler(seed=seed, **settings)
 
             study_module.make_sampler = variant  # run_sampler looks it up at call time
             reach = []
-            for seed, target in enumerate(targets):
+            for seed, target in zip(seeds, targets):
                 curve = run_sampler("tpe", seed, args.evals, space, metric, scorer, scale_pair)["curve"]
                 reach.append(next((i + 1 for i, h in enumerate(curve) if h >= target), None))
             print(f"  {name:<14} median {_median_reach(reach, args.evals):>5}  [" + ", ".join("-" if r is None else str(r) for r in reach) + "]")
@@ -352,8 +358,11 @@ def main() -> None:
     o.set_defaults(func=overhead)
     t = sub.add_parser("tpe-settings", help="variants of the search's TPE settings on the efficiency objectives")
     t.add_argument("--seeds", type=int, default=5)
+    t.add_argument("--first-seed", type=int, default=0,
+                   help="seeds FIRST..FIRST+SEEDS-1: choose settings on seeds other than the efficiency bench's 0-4")
     t.add_argument("--evals", type=int, default=80)
     t.add_argument("--random-evals", type=int, default=200)
+    t.add_argument("--only", help="comma-separated variant names (default: all)")
     t.add_argument("--space", default="mobile")
     t.set_defaults(func=tpe_settings)
     c = sub.add_parser("cpus")

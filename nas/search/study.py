@@ -80,13 +80,19 @@ def make_sampler(name: str, seed: int, population_size: int = 50) -> optuna.samp
     TPE models the dimensions jointly (multivariate), per group of trials that share parameters
     (the define-by-run space names a narrowed dimension by its context), and, with trials in
     flight, imputes their results (constant liar) so parallel workers do not all propose the same point.
+    Its kernels keep the width the good trials give them (no "magic clip" to a floor of 1/100 of
+    the range) and it picks from 64 candidates, not 24: on the sample-efficiency bench that
+    reaches random search's 200-evaluation hypervolume in a median of 24 evaluations instead of 39
+    (docs/search.md; both arguments are in Optuna 5, which the project pins below 6).
     """
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population_size, seed=seed)
     if name == "tpe":
-        with warnings.catch_warnings():  # `group` is "experimental" since Optuna 2.8
+        with warnings.catch_warnings():  # `group` is "experimental" since Optuna 2.8; `consider_magic_clip` deprecated in 4.9
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return CheckpointTolerantTPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+            warnings.simplefilter("ignore", FutureWarning)
+            return CheckpointTolerantTPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                                consider_magic_clip=False, n_ei_candidates=64)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
     if name == "random":
