@@ -153,6 +153,11 @@ def _noise_ceiling(runs: list, tasks: list[str], table: dict[str, dict], names: 
     others = [{n: sum(gt[n] for j, gt in enumerate(gts) if j != i) / (len(gts) - 1) for n in names} for i in range(len(gts))]
     print(f"\nnoise ceiling, leaving one run out ({len(names)} genomes, {len(big)} above 10M): Kendall tau against the "
           "mean of the other runs, all / >10M")
+    if len(gts) > 2:  # each pair of runs, e.g. two seeds at one budget against two budgets
+        for i in range(len(gts)):
+            for j in range(i + 1, len(gts)):
+                pair = f"run {runs[i].steps}:{runs[i].seed} against run {runs[j].steps}:{runs[j].seed}"
+                print(f"  {pair:<44} {_tau(gts[i], gts[j], names):6.3f} {_tau(gts[i], gts[j], big):6.3f}")
     ceiling = [(_tau(gts[i], others[i], names), _tau(gts[i], others[i], big)) for i in range(len(gts))]
     for run, (every, large) in zip(runs, ceiling):
         print(f"  {f'run {run.steps}:{run.seed} against the others':<44} {every:6.3f} {large:6.3f}")

@@ -24,11 +24,11 @@ class DistillError(NasError):
 class DistillConfig:
     """How to distil a candidate. The defaults are the *default run*, the shipped quality signal:
     240 steps, then the held-out cosine between the student's and the teacher's sentence embeddings
-    (``score="cosine"``). Against three readings of the ground truth (a converged linear head on
-    8,000 labelled glosses, after a 640-step and after a 1280-step distillation, and their mean) it
-    ranks 22 genomes of 1-29M parameters with Kendall tau 0.72, 0.61 and 0.66, above the 360-step
-    run (0.71, 0.52, 0.58) for two thirds of its cost; parameter count gets 0.58, 0.36 and 0.45
-    (docs/quality.md). ``search()`` is the same with one checkpoint; ``quick()`` is a cheap
+    (``score="cosine"``). Against the ground truth (a converged linear head on 8,000 labelled
+    glosses, read after each of three long distillations: 640 steps with two seeds, 1280 steps) it
+    ranks 22 genomes of 1-29M parameters with Kendall tau 0.67 against the runs' mean, above the
+    360-step run (0.65) for two thirds of its cost; parameter count gets 0.52, and one long run
+    ranks the mean of the other two at 0.72 (docs/quality.md). ``search()`` is the same with one checkpoint; ``quick()`` is a cheap
     smoke-test preset whose score is not a quality signal.
 
     ``teacher=None`` is the embedded all-MiniLM-L6-v2; ``data=None`` the embedded corpus (the Python
