@@ -205,7 +205,11 @@ class HatMLP:
 
         torch.manual_seed(self.seed)
         x = torch.tensor([arch_vector(a) for a in archs], dtype=torch.float32)
-        self.x_max = x.abs().max(dim=0).values.clamp(min=1e-9)
+        # Each input divided by its training maximum; one that is 0 throughout training (a bottleneck
+        # or attention input no training genome has) is dropped: the MLP cannot have learned it, and
+        # dividing by ~0 sent a held-out genome's value to ~1e11 and its prediction to inf.
+        x_max = x.abs().max(dim=0).values
+        self.x_scale = torch.where(x_max > 0, 1 / x_max.clamp(min=1e-30), torch.zeros_like(x_max))
         target = torch.log(torch.tensor(list(y), dtype=torch.float32))
         self.y_mean, self.y_std = float(target.mean()), float(target.std().clamp(min=1e-6)) if len(y) > 1 else 1.0
         dims = [x.shape[1]] + [self.hidden] * self.layers
@@ -214,7 +218,7 @@ class HatMLP:
             modules += [nn.Linear(a, b), nn.ReLU()]
         self.net = nn.Sequential(*modules, nn.Linear(dims[-1], 1))
         optimiser = torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        inputs, goal = x / self.x_max, (target - self.y_mean) / self.y_std
+        inputs, goal = x * self.x_scale, (target - self.y_mean) / self.y_std
         for _ in range(self.steps):
             optimiser.zero_grad()
             loss = ((self.net(inputs).squeeze(1) - goal) ** 2).mean()
@@ -227,7 +231,7 @@ class HatMLP:
 
         x = torch.tensor([arch_vector(a) for a in archs], dtype=torch.float32)
         with torch.no_grad():
-            log_ms = self.net(x / self.x_max).squeeze(1) * self.y_std + self.y_mean
+            log_ms = self.net(x * self.x_scale).squeeze(1) * self.y_std + self.y_mean
         return torch.exp(log_ms).numpy().astype(float)
 
 

@@ -299,6 +299,18 @@ def test_baselines_fit_and_predict_positive_latencies():
     assert scores(y, flops)["kendall_tau"] > 0.5
 
 
+def test_hat_mlp_predicts_finite_latency_for_an_input_no_training_genome_had():
+    """A field that is 0 in every training genome (here: the trigram input) carries nothing the MLP
+    learned; a held-out genome that has it still gets a finite prediction."""
+    truth = _synthetic_truth()
+    train = [a for a in MOBILE if not a.trigram_input]
+    unseen = [a for a in MOBILE if a.trigram_input][:5]
+    assert len(train) >= 10 and unseen
+    y = [r["latency_ms"] for r in _synthetic_set(train, truth).records]
+    predicted = HatMLP(steps=200).fit(train, y, 128).predict(unseen)
+    assert np.all(np.isfinite(predicted)) and np.all(predicted > 0)
+
+
 # ---- calibration and shipped profiles -----------------------------------------------------------
 
 
