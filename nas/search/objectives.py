@@ -14,7 +14,6 @@ millisecond. Cheap scores never touch Ray or Optuna; the search module calls the
 
 from __future__ import annotations
 
-import importlib
 import random
 import re
 from dataclasses import dataclass
@@ -132,22 +131,9 @@ def _short_number(value: float) -> str:
 
 def load_latency_predictor(profile: str, seq_len: int = 128):
     """``predictors.load(profile)`` fitted at `seq_len`; a NasError naming the objective when it
-    cannot be had (unknown profile, another sequence length, predictors not installed)."""
-    try:
-        predictors = importlib.import_module("predictors")
-    except ImportError:
-        predictors = None
-    load = getattr(predictors, "load", None)
-    if load is None and predictors is not None and getattr(predictors, "__file__", None) is None:
-        raise NasError(
-            f"latency_ms@{profile}: the predictors package imports as an empty namespace (an editable install "
-            "made before it existed); run `pip install -e .` again"
-        )
-    if load is None:
-        raise NasError(
-            f"latency_ms@{profile}: the latency predictors (predictors.load) are not installed in this checkout; "
-            "use params or flops meanwhile"
-        )
+    cannot be had (an unknown profile, another sequence length)."""
+    from predictors import load
+
     try:
         return load(profile, seq_len=seq_len)
     except NasError as err:
