@@ -29,12 +29,13 @@ def run_report(args) -> None:
     tasks = args.gt_tasks.split(",")
     accuracy: dict[str, dict[str, dict[str, float]]] = {}  # task -> half/full -> name -> accuracy
     outcomes: dict[str, dict] = {}  # task -> name -> the full budget's per-dev-example outcomes (lp- tasks)
+    # the linear-probe rows of --distill-steps' run, then of each --also-runs run
+    runs = [read_rows(run.lp_csv) for run in [files, *args.also_runs]] if any(t.startswith("lp-") for t in tasks) else []
     for task in tasks:
         if task.startswith("lp-"):
             key = task[3:]
-            lp = read_rows(files.lp_csv)
+            lp = runs[0]
             if args.also_runs:  # several independent runs: the ground truth is their mean (no dev resampling)
-                runs = [lp] + [read_rows(run.lp_csv) for run in args.also_runs]
                 rows = {n: {b: sum(lp_ground_truth(run[n], [task], b) for run in runs) / len(runs) for b in ("half", "full")}
                         for n in lp if all(n in run for run in runs)}
             else:
@@ -108,7 +109,7 @@ def run_report(args) -> None:
             line += f"  {sum(values[a] > values[b] for a, b in judged) / max(1, len(judged)):6.3f}"
         print(line)
     if args.also_runs and all(t.startswith("lp-") for t in tasks):
-        _noise_ceiling([files, *args.also_runs], tasks, table, both, big)
+        _noise_ceiling([files, *args.also_runs], runs, tasks, table, both, big)
     _fronts(gt, table, both)
     print("\nASHA: of the genomes in the top third at a run's last checkpoint, how many a first-rung cut "
           "(keep the top third) would have stopped; tau of the first rung vs the last")
@@ -140,14 +141,12 @@ def run_report(args) -> None:
                   f"tau {_tau(first, last, list(curves)):.3f}")
 
 
-def _noise_ceiling(runs: list, tasks: list[str], table: dict[str, dict], names: list[str], big: list[str]) -> None:
+def _noise_ceiling(runs: list, rows: list[dict], tasks: list[str], table: dict[str, dict], names: list[str], big: list[str]) -> None:
     """Leave one run out: how well each run ranks the mean of the others (what one more long run
     would score), and each proxy against the same means. A proxy at that line ranks long-run quality
-    as well as another long run does; no proxy can be shown to do better with these runs."""
-    gts = []
-    for run in runs:
-        rows = read_rows(run.lp_csv)
-        gts.append({n: lp_ground_truth(rows[n], tasks) for n in names if n in rows})
+    as well as another long run does; no proxy can be shown to do better with these runs.
+    `rows`: each run's linear-probe rows, in the order of `runs`."""
+    gts = [{n: lp_ground_truth(run[n], tasks) for n in names if n in run} for run in rows]
     names = [n for n in names if all(n in gt for gt in gts)]
     big = [n for n in big if n in names]
     others = [{n: sum(gt[n] for j, gt in enumerate(gts) if j != i) / (len(gts) - 1) for n in names} for i in range(len(gts))]

@@ -47,6 +47,7 @@ from nas.arch import ArchError  # noqa: E402
 from nas.errors import NasError  # noqa: E402
 from nas.search.objectives import CheapScorer, non_embedding_params  # noqa: E402
 from nas.search.pareto import hypervolume  # noqa: E402
+from nas.search.study import TPE_SETTINGS as TPE_SHIPPED  # noqa: E402
 from nas.space import load_space  # noqa: E402
 
 SAMPLERS = ("random", "nsga2", "tpe", "gp")
@@ -179,8 +180,8 @@ def efficiency(args) -> None:
 
 
 _TPE_BASE = dict(multivariate=True, group=True, constant_liar=True)
-TPE_SETTINGS = {  # constructor arguments of the search's TPE (nas.search.study.make_sampler) and variants of it
-    "shipped": _TPE_BASE | dict(consider_magic_clip=False, n_ei_candidates=64),
+TPE_SETTINGS = {  # constructor arguments of the search's TPE (nas.search.study.TPE_SETTINGS) and variants of it
+    "shipped": TPE_SHIPPED,
     "until-session-5": _TPE_BASE,
     "magic-clip": _TPE_BASE | dict(n_ei_candidates=64),  # = "ei64" of earlier sessions
     "ei24": _TPE_BASE | dict(consider_magic_clip=False),
@@ -192,10 +193,6 @@ TPE_SETTINGS = {  # constructor arguments of the search's TPE (nas.search.study.
 
 def tpe_settings(args) -> None:
     """Evaluations each TPE variant needs to reach random search's --random-evals hypervolume, per seed."""
-    import warnings
-
-    import optuna
-
     from nas.search import study as study_module
 
     space, metric, scorer, scale_pair = _setup(args.space)
@@ -210,10 +207,7 @@ def tpe_settings(args) -> None:
             def variant(sampler, seed, population=50, settings=TPE_SETTINGS[name]):
                 if sampler != "tpe":
                     return shipped(sampler, seed, population)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    warnings.simplefilter("ignore", FutureWarning)  # consider_magic_clip, consider_endpoints
-                    return study_module.CheckpointTolerantTPESampler(seed=seed, **settings)
+                return study_module.tpe_sampler(seed, **settings)
 
             study_module.make_sampler = variant  # run_sampler looks it up at call time
             reach = []

@@ -209,7 +209,7 @@ class HatMLP:
         # or attention input no training genome has) is dropped: the MLP cannot have learned it, and
         # dividing by ~0 sent a held-out genome's value to ~1e11 and its prediction to inf.
         x_max = x.abs().max(dim=0).values
-        self.x_scale = torch.where(x_max > 0, 1 / x_max.clamp(min=1e-30), torch.zeros_like(x_max))
+        self.x_scale = torch.where(x_max > 0, 1 / x_max, torch.zeros_like(x_max))
         target = torch.log(torch.tensor(list(y), dtype=torch.float32))
         self.y_mean, self.y_std = float(target.mean()), float(target.std().clamp(min=1e-6)) if len(y) > 1 else 1.0
         dims = [x.shape[1]] + [self.hidden] * self.layers

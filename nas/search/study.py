@@ -88,16 +88,25 @@ def make_sampler(name: str, seed: int, population_size: int = 50) -> optuna.samp
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population_size, seed=seed)
     if name == "tpe":
-        with warnings.catch_warnings():  # `group` is "experimental" since Optuna 2.8; `consider_magic_clip` deprecated in 4.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            warnings.simplefilter("ignore", FutureWarning)
-            return CheckpointTolerantTPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                                consider_magic_clip=False, n_ei_candidates=64)
+        return tpe_sampler(seed, **TPE_SETTINGS)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise NasError(f"sampler {name!r}: use nsga2, tpe, gp or random")
+
+
+# The search's TPE (make_sampler); bench/search.py tpe-settings measures variants of it.
+TPE_SETTINGS = dict(multivariate=True, group=True, constant_liar=True, consider_magic_clip=False, n_ei_candidates=64)
+
+
+def tpe_sampler(seed: int, **settings: Any) -> "CheckpointTolerantTPESampler":
+    """The search's TPE class with these constructor arguments, without Optuna's warnings about
+    them (`group` is "experimental" since Optuna 2.8, `consider_magic_clip` deprecated in 4.9)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        return CheckpointTolerantTPESampler(seed=seed, **settings)
 
 
 class CheckpointTolerantTPESampler(optuna.samplers.TPESampler):
