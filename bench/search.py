@@ -191,6 +191,17 @@ TPE_SETTINGS = {  # constructor arguments of the search's TPE (nas.search.study.
 }
 
 
+def _variant_names(text: str) -> list[str]:
+    """--only: known TPE_SETTINGS names (an argparse type: a bad one is the usage line and exit 2)."""
+    import argparse
+
+    names = text.split(",")
+    unknown = [n for n in names if n not in TPE_SETTINGS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown variant {', '.join(unknown)}; choose from {', '.join(TPE_SETTINGS)}")
+    return names
+
+
 def tpe_settings(args) -> None:
     """Evaluations each TPE variant needs to reach random search's --random-evals hypervolume, per seed."""
     from nas.search import study as study_module
@@ -199,7 +210,7 @@ def tpe_settings(args) -> None:
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     targets = [run_sampler("random", seed, args.random_evals, space, metric, scorer, scale_pair)["curve"][-1] for seed in seeds]
     shipped = study_module.make_sampler
-    names = args.only.split(",") if args.only else list(TPE_SETTINGS)
+    names = args.only or list(TPE_SETTINGS)
     print(f"evaluations to reach random search's {args.random_evals}-evaluation hypervolume (seeds {seeds[0]}-{seeds[-1]}; "
           f"'-' = not within {args.evals}); goal {GOAL_EVALS}")
     try:
@@ -356,7 +367,7 @@ def main() -> None:
                    help="seeds FIRST..FIRST+SEEDS-1: choose settings on seeds other than the efficiency bench's 0-4")
     t.add_argument("--evals", type=int, default=80)
     t.add_argument("--random-evals", type=int, default=200)
-    t.add_argument("--only", help="comma-separated variant names (default: all)")
+    t.add_argument("--only", type=_variant_names, help=f"comma-separated variant names (default: all): {', '.join(TPE_SETTINGS)}")
     t.add_argument("--space", default="mobile")
     t.set_defaults(func=tpe_settings)
     c = sub.add_parser("cpus")
