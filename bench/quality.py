@@ -6,7 +6,7 @@
     python bench/quality.py regrade                       # the ground truth: a linear head on the kept students
     python bench/quality.py ground --distill-steps 1280 --grade lp --lp-dev 12000 [--ground-seed 1]   # a longer run, graded as it goes
     python bench/quality.py report --gt-tasks lp-supersense,lp-pos --also-runs 1280 [1280:1]   # the mean of several runs
-    python bench/quality.py readouts | budgets [--budgets 240 480]   # more proxies: readouts, run lengths
+    python bench/quality.py readouts | budgets [--budgets 240 480] [--seeds 0 1] [--lr 1e-3]   # more proxies: readouts, run lengths
     python bench/quality.py report --gt-tasks lp-supersense,lp-pos   # Kendall tau of every proxy vs the ground truth
 
 ground: each genome gets the long recipe: distillation from the teacher for ``--distill-steps``
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3])
     parser.add_argument("--budgets", type=int, nargs="+", default=[240, 480], help="budgets: distillation steps")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="budgets: the runs' seeds (student init and data order)")
+    parser.add_argument("--lr", type=float, help="budgets: the runs' peak learning rate (default: DistillConfig's)")
     parser.add_argument("--lp-train", type=int, default=8000, help="regrade: glosses the linear head is fit on")
     parser.add_argument("--lp-dev", type=int, default=6000, help="regrade: dev glosses it is read on")
     args = parser.parse_args()

@@ -137,8 +137,9 @@ def _both_features(encoder, data, precision: str) -> tuple[torch.Tensor, torch.T
 
 
 def run_budgets(args) -> None:
-    """The default run (cosine, bf16 where the CPU has it) at each of ``--budgets`` steps, one row per
-    (genome, budget): how the ranking and the cost move with the budget."""
+    """The default run (cosine, bf16 where the CPU has it) at each of ``--budgets`` steps and peak
+    learning rate ``--lr``, one row per (genome, budget, seed, lr): how the ranking and the cost move
+    with them."""
     from tqdm import tqdm
 
     from nas.distill import DistillConfig, distill
@@ -147,17 +148,20 @@ def run_budgets(args) -> None:
     genomes = selected(args)
     if args.reverse:
         genomes = dict(reversed(list(genomes.items())))
-    def done() -> set[tuple[str, int, int]]:
-        return {(r["name"], int(r["steps"]), int(r["seed"])) for r in _read_list(BUDGET_CSV)}
+    lr = args.lr if args.lr is not None else DistillConfig().lr
 
-    todo = [(n, b, s) for s in args.seeds for b in args.budgets for n in genomes if (n, b, s) not in done()]
-    for name, steps, seed in tqdm(todo, desc="budgets", unit="run"):
-        if (name, steps, seed) in done():  # a second process got there first
+    def done() -> set[tuple[str, int, int, float]]:
+        return {(r["name"], int(r["steps"]), int(r["seed"]), float(r["lr"])) for r in _read_list(BUDGET_CSV)}
+
+    todo = [(n, b, s) for s in args.seeds for b in args.budgets for n in genomes if (n, b, s, lr) not in done()]
+    for name, steps, seed in tqdm(todo, desc=f"budgets (lr {lr:g})", unit="run"):
+        if (name, steps, seed, lr) in done():  # a second process got there first
             continue
         began = time.perf_counter()
-        result = distill(genomes[name], DistillConfig(steps=steps, seed=seed, threads=args.threads, num_checkpoints=1))
-        append_row(BUDGET_CSV, {"name": name, "steps": steps, "seed": seed, "status": result.status,
+        config = DistillConfig(steps=steps, seed=seed, threads=args.threads, num_checkpoints=1, lr=lr)
+        result = distill(genomes[name], config)
+        append_row(BUDGET_CSV, {"name": name, "steps": steps, "seed": seed, "lr": lr, "status": result.status,
                                 "score": round(result.score, 5) if result.score is not None else "",
                                 "heldout": round(result.heldout_loss, 5) if result.heldout_loss is not None else "",
                                 "seconds": round(time.perf_counter() - began, 1), "precision": result.precision})
-        tqdm.write(f"{name} @ {steps} steps, seed {seed}: {result.score}")
+        tqdm.write(f"{name} @ {steps} steps, seed {seed}, lr {lr:g}: {result.score}")

@@ -5,24 +5,26 @@ from __future__ import annotations
 
 import json
 
-from quality_common import BUDGET_CSV, PROXY_CSV, READOUT_CSV, RESULTS, TASKS, _read_list, _unpack, ground_files, lp_ground_truth, read_rows
+from quality_common import BUDGET_CSV, FIRST_LR, PROXY_CSV, READOUT_CSV, RESULTS, TASKS, _read_list, _unpack, ground_files, lp_ground_truth, read_rows
 
 
 def run_report(args) -> None:
     files = ground_files(args.distill_steps, args.ground_seed)
     ground, proxies = read_rows(files.csv), read_rows(PROXY_CSV)
-    by_seed: dict[tuple[str, int], dict[int, float]] = {}  # (genome, steps) -> seed -> score
+    by_seed: dict[tuple[str, str], dict[int, float]] = {}  # (genome, run: steps and lr) -> seed -> score
     for name, row in proxies.items():
-        if row.get("long3x_score"):  # the shipped default run (360 steps), seed 0
-            by_seed[(name, 360)] = {0: float(row["long3x_score"])}
-    for row in _read_list(BUDGET_CSV):  # the default run at other budgets and seeds
+        if row.get("long3x_score"):  # the default run of session 3 (360 steps), seed 0
+            by_seed[(name, "360")] = {0: float(row["long3x_score"])}
+    for row in _read_list(BUDGET_CSV):  # the default run at other budgets, seeds and learning rates
         if row["name"] in proxies and row["status"] == "ok":
+            # the first budget runs were all at peak lr 2e-3 and keep their names
+            run = row["steps"] + ("" if float(row["lr"]) == FIRST_LR else f"_lr{float(row['lr']):g}")
             seed = "" if row["seed"] == "0" else f"_seed{row['seed']}"
-            proxies[row["name"]][f"cosine{row['steps']}{seed}_score"] = row["score"]
-            by_seed.setdefault((row["name"], int(row["steps"])), {})[int(row["seed"])] = float(row["score"])
-    for (name, steps), scores in by_seed.items():  # an ensemble of seeds: k runs' mean, at k times the cost
+            proxies[row["name"]][f"cosine{run}{seed}_score"] = row["score"]
+            by_seed.setdefault((row["name"], run), {})[int(row["seed"])] = float(row["score"])
+    for (name, run), scores in by_seed.items():  # an ensemble of seeds: k runs' mean, at k times the cost
         if len(scores) > 1:
-            proxies[name][f"cosine{steps}_mean_of_{len(scores)}_seeds_score"] = sum(scores.values()) / len(scores)
+            proxies[name][f"cosine{run}_mean_of_{len(scores)}_seeds_score"] = sum(scores.values()) / len(scores)
     for name, row in read_rows(READOUT_CSV).items():  # the default run's other readouts, as proxies of their own
         if name in proxies and row["status"] == "ok":
             proxies[name] |= {f"readout_{k}_score": v for k, v in row.items() if k.startswith(("lp", "ridge"))}
@@ -113,17 +115,17 @@ def run_report(args) -> None:
     _fronts(gt, table, both)
     print("\nASHA: of the genomes in the top third at a run's last checkpoint, how many a first-rung cut "
           "(keep the top third) would have stopped; tau of the first rung vs the last")
-    for (steps, seeds) in sorted({(k[1], len(v)) for k, v in by_seed.items() if len(v) > 1}):
+    for (run, seeds) in sorted({(k[1], len(v)) for k, v in by_seed.items() if len(v) > 1}):
         # repeats: the rung is the first run's end (seed 0), the last rung the mean of all runs
-        names_here = [n for n in proxies if len(by_seed.get((n, steps), {})) == seeds]
+        names_here = [n for n in proxies if len(by_seed.get((n, run), {})) == seeds]
         if len(names_here) < 6:
             continue
-        first = {n: by_seed[(n, steps)][0] for n in names_here}
-        last = {n: sum(by_seed[(n, steps)].values()) / seeds for n in names_here}
+        first = {n: by_seed[(n, run)][0] for n in names_here}
+        last = {n: sum(by_seed[(n, run)].values()) / seeds for n in names_here}
         k = max(1, len(names_here) // 3)
         top_last = set(sorted(names_here, key=lambda n: -last[n])[:k])
         kept = set(sorted(names_here, key=lambda n: -first[n])[:k])
-        print(f"  {steps} steps x {seeds} seeds, rung at the end of seed 0: {len(top_last - kept)}/{k} of the final top "
+        print(f"  {run.replace('_lr', ' steps at lr ') if '_lr' in run else run + ' steps'} x {seeds} seeds, rung at the end of seed 0: {len(top_last - kept)}/{k} of the final top "
               f"third stopped; tau {_tau(first, last, names_here):.3f}")
     for label in ("quick", "default_bf16", "long3x"):
         curves = {n: {int(k): v for k, v in json.loads(proxies[n][f"{label}_curve"]).items()} for n in proxies
