@@ -162,7 +162,9 @@ def lp_ground_truth(row: dict, tasks: list[str], budget: str = "full") -> float:
 LP_TASKS = ("supersense", "pos")  # one set of glosses, two label sets: the lexicographer file, its part of speech
 READOUT_CSV = RESULTS / "quality_readouts.csv"
 BUDGET_CSV = RESULTS / "quality_budgets.csv"
-FIRST_LR = 2e-3  # the peak learning rate of every budget run before the lr column (session 7)
+# the peak learning rate of every run measured before session 7 (ground truth, proxies, budgets),
+# pinned where they run because DistillConfig's default may move; the budget CSV records each row's
+MEASURED_LR = 2e-3
 
 def _read_list(path: Path) -> list[dict]:
     if not path.exists():

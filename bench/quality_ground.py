@@ -13,8 +13,8 @@ import torch
 import nas
 from nas.arch import ArchConfig
 from quality_common import (
-    LP_TASKS, RESULTS, TASKS, GroundFiles, _claimed_by_another, _pack, append_row, done_names, ground_files, provenance,
-    read_rows, selected,
+    LP_TASKS, MEASURED_LR, RESULTS, TASKS, GroundFiles, _claimed_by_another, _pack, append_row, done_names, ground_files,
+    provenance, read_rows, selected,
 )  # fmt: skip
 
 
@@ -72,7 +72,8 @@ def run_ground(args) -> None:
     ft_config = FinetuneConfig(lrs=tuple(args.lrs), epochs=args.epochs, threads=args.threads, seed=0)
     steps = args.distill_steps
     half = steps // 2
-    config = DistillConfig(steps=steps, seed=files.seed, threads=args.threads, num_checkpoints=steps // 80, heldout_examples=64)
+    config = DistillConfig(steps=steps, seed=files.seed, threads=args.threads, num_checkpoints=steps // 80, heldout_examples=64,
+                           lr=MEASURED_LR)
     if half not in config.checkpoint_steps:
         sys.exit(f"quality.py: error: --distill-steps {steps}: must be a multiple of 160")
     prov = provenance(args.threads)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from quality_common import BUDGET_CSV, FIRST_LR, PROXY_CSV, READOUT_CSV, RESULTS, TASKS, _read_list, _unpack, ground_files, lp_ground_truth, read_rows
+from quality_common import BUDGET_CSV, MEASURED_LR, PROXY_CSV, READOUT_CSV, RESULTS, TASKS, _read_list, _unpack, ground_files, lp_ground_truth, read_rows
 
 
 def run_report(args) -> None:
@@ -18,7 +18,7 @@ def run_report(args) -> None:
     for row in _read_list(BUDGET_CSV):  # the default run at other budgets, seeds and learning rates
         if row["name"] in proxies and row["status"] == "ok":
             # the first budget runs were all at peak lr 2e-3 and keep their names
-            run = row["steps"] + ("" if float(row["lr"]) == FIRST_LR else f"_lr{float(row['lr']):g}")
+            run = row["steps"] + ("" if float(row["lr"]) == MEASURED_LR else f"_lr{float(row['lr']):g}")
             seed = "" if row["seed"] == "0" else f"_seed{row['seed']}"
             proxies[row["name"]][f"cosine{run}{seed}_score"] = row["score"]
             by_seed.setdefault((row["name"], run), {})[int(row["seed"])] = float(row["score"])
