@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 
 import nas
+from nas.distill.cli import _positive_float  # nas distill --lr's check: one line, exit 2
 from quality_common import genome_set, parse_run
 from quality_ground import run_extra_task, run_ground, run_regrade
 from quality_proxies import run_budgets, run_proxies, run_readouts
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3])
     parser.add_argument("--budgets", type=int, nargs="+", default=[240, 480], help="budgets: distillation steps")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="budgets: the runs' seeds (student init and data order)")
-    parser.add_argument("--lr", type=float, help="budgets: the runs' peak learning rate (default: DistillConfig's)")
+    parser.add_argument("--lr", type=_positive_float, help="budgets: the runs' peak learning rate (default: DistillConfig's)")
     parser.add_argument("--lp-train", type=int, default=8000, help="regrade: glosses the linear head is fit on")
     parser.add_argument("--lp-dev", type=int, default=6000, help="regrade: dev glosses it is read on")
     args = parser.parse_args()

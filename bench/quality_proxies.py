@@ -153,7 +153,8 @@ def run_budgets(args) -> None:
     def done() -> set[tuple[str, int, int, float]]:
         return {(r["name"], int(r["steps"]), int(r["seed"]), float(r["lr"])) for r in _read_list(BUDGET_CSV)}
 
-    todo = [(n, b, s) for s in args.seeds for b in args.budgets for n in genomes if (n, b, s, lr) not in done()]
+    finished = done()
+    todo = [(n, b, s) for s in args.seeds for b in args.budgets for n in genomes if (n, b, s, lr) not in finished]
     for name, steps, seed in tqdm(todo, desc=f"budgets (lr {lr:g})", unit="run"):
         if (name, steps, seed, lr) in done():  # a second process got there first
             continue
