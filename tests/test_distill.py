@@ -33,6 +33,7 @@ from nas.distill.data import (
 from nas.distill.losses import LinearReadout, Projections, attention_loss, feature_map_loss
 from nas.distill.teacher import DEFAULT_TEACHER_SHA256, default_teacher_dir, verified_bytes
 from nas.space import load_space
+from nas import count
 
 # A tiny student of the tiny space (hidden 64, 2 layers, 2 heads) and a few-step run of short windows.
 TINY = load_space("tiny").genome(
@@ -219,6 +220,21 @@ def test_run_reports_checkpoints_and_is_deterministic(config):
     assert _numbers(again) == _numbers(first)
     other_seed = distill(TINY, config.replace(seed=1))
     assert _numbers(other_seed) != _numbers(first)
+
+
+def test_params_weight_adds_a_capacity_term_to_every_checkpoint(config):
+    """The score is the read-out plus params_weight * ln(parameters / 1M), with the model's own
+    parameter count (the exact count nas.count gives); training and the cosine are untouched."""
+    plain = distill(TINY, config)
+    weighted = distill(TINY, config.replace(params_weight=0.05))
+    assert weighted.params == plain.params == count(TINY).params
+    term = 0.05 * math.log(plain.params / 1e6)
+    for a, b in zip(plain.checkpoints, weighted.checkpoints, strict=True):
+        assert b.cosine == a.cosine == a.score and b.heldout_loss == a.heldout_loss
+        assert b.score == pytest.approx(a.cosine + term, abs=1e-12)
+    assert weighted.score == pytest.approx(plain.score + term, abs=1e-12)
+    with pytest.raises(DistillError, match="params_weight=-0.1"):
+        config.replace(params_weight=-0.1)
 
 
 def test_threads_follow_the_config_and_are_restored(config):

@@ -211,18 +211,20 @@ def test_probe_scored_run_reports_the_probe_as_its_score(small_config):
 def test_cached_score_computes_once_per_genome_and_settings(small_config, monkeypatch):
     from nas.distill import run
 
-    first = run.cached_score(TINY, small_config.replace(precision="fp32"))
+    plain = small_config.replace(precision="fp32", params_weight=0.0)
+    first = run.cached_score(TINY, plain)
     assert first["status"] == "ok" and first["arch_id"] == TINY.id and first["score"] == first["cosine"]
 
     def no_training(*args, **kwargs):
         raise AssertionError("distilled again")
 
     monkeypatch.setattr("nas.distill.run.distill", no_training)
-    assert run.cached_score(TINY, small_config.replace(precision="fp32", threads=2)) == first  # threads do not count
+    assert run.cached_score(TINY, plain.replace(threads=2)) == first  # threads do not count
     with pytest.raises(AssertionError, match="distilled again"):
-        run.cached_score(TINY, small_config.replace(precision="fp32", seed=1))  # the seed does
+        run.cached_score(TINY, plain.replace(seed=1))  # the seed does
     # a setting added later counts only away from the value that reproduces the earlier runs, so
     # scores cached before it existed keep their keys
-    assert "repeats" not in first["settings"]
-    with pytest.raises(AssertionError, match="distilled again"):
-        run.cached_score(TINY, small_config.replace(precision="fp32", repeats=2))
+    assert "repeats" not in first["settings"] and "params_weight" not in first["settings"]
+    for later in ({"repeats": 2}, {"params_weight": 0.05}):
+        with pytest.raises(AssertionError, match="distilled again"):
+            run.cached_score(TINY, plain.replace(**later))

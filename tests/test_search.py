@@ -209,6 +209,11 @@ def test_pinned_settings_keep_the_distillation_a_run_started_with(tmp_path):
     assert saved.distill["lr"] == 1e-3 and saved.distill["steps"] == DistillConfig().steps
     assert saved.distill_config() == settings.distill_config()
     assert SearchSettings(space="tiny", objectives=["params", "flops"]).pinned().distill == {}
+    # a run pinned before params_weight existed resumes without it, whatever today's default
+    older = {k: v for k, v in saved.distill.items() if k != "params_weight"}
+    assert SearchSettings(space="tiny", distill=older).distill_config().params_weight == 0.0
+    partial = SearchSettings(space="tiny", distill={"lr": 1e-3})  # a user's overrides are not a pinned run
+    assert partial.distill_config().params_weight == DistillConfig().params_weight
 
 
 def test_a_live_lock_refuses_a_second_search_and_a_stale_one_is_taken_over(tmp_path):

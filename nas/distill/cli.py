@@ -38,6 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--seq-len", type=_positive_int, help=f"tokens per window (default {defaults.seq_len})")
     p.add_argument("--batch-size", type=_positive_int, help=f"windows per step (default {defaults.batch_size})")
     p.add_argument("--lr", type=_positive_float, help=f"peak AdamW learning rate (default {defaults.lr:g})")
+    p.add_argument("--params-weight", type=_non_negative_float, help="add W * ln(parameters / 1M) to the score, a "
+                   f"training-free capacity term (default {defaults.params_weight:g}; docs/quality.md)")  # fmt: skip
     p.add_argument("--checkpoints", type=_positive_int, dest="num_checkpoints", metavar="N",
                    help=f"held-out evaluations, evenly spaced (default {defaults.num_checkpoints})")  # fmt: skip
     p.add_argument("--feature-weight", type=_non_negative_float, help="weight of feature-map transfer (default 1)")

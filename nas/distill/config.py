@@ -61,6 +61,9 @@ class DistillConfig:
     divergence_factor: float | None = 10.0  # smoothed training loss above this x its maximum before the first checkpoint
     cache_dir: str | None = None  # tokenized corpora and datasets; None: $NAS_CACHE_DIR or ~/.cache/nas
     score: str = "cosine"  # the checkpoint score: "cosine" (teacher embedding) or "probe" (downstream linear probe)
+    # A training-free term added to every checkpoint's score: params_weight * ln(parameters / 1M).
+    # 0 reads the score alone; see docs/quality.md for what the ground truth says of the sum.
+    params_weight: float = 0.0
     precision: str = "auto"  # "auto" (bf16 where the CPU has AVX512-BF16/AMX or the GPU has bf16), "fp32" or "bf16" autocast
     device: str = "auto"  # "auto" (the first CUDA device torch sees, else the CPU), "cpu", "cuda" or "cuda:N"
 
@@ -128,6 +131,10 @@ class DistillConfig:
         search's ASHA clock (the checkpoints of repeat r sit at r * steps + its checkpoint steps)."""
         return [r * self.steps + step for r in range(self.repeats) for step in self.checkpoint_steps]
 
+    def scored(self, readout: float, params: int) -> float:
+        """A checkpoint's score: the read-out (cosine or probe) plus ``params_weight * ln(params / 1M)``."""
+        return readout + self.params_weight * math.log(params / 1e6) if self.params_weight else readout
+
     @property
     def warmup_steps(self) -> int:
         return min(self.steps, max(1, round(self.warmup_fraction * self.steps)))
@@ -173,7 +180,7 @@ class DistillConfig:
             raise fail("lr", "must be positive")
         if not 0 <= self.warmup_fraction < 1:
             raise fail("warmup_fraction", "must be in [0, 1)")
-        for name in ("weight_decay", "max_grad_norm", "feature_weight", "attention_weight", "output_weight"):
+        for name in ("weight_decay", "max_grad_norm", "feature_weight", "attention_weight", "output_weight", "params_weight"):
             if getattr(self, name) < 0:
                 raise fail(name, "must not be negative")
         if self.feature_weight + self.attention_weight + self.output_weight == 0:

@@ -49,8 +49,9 @@ class Checkpoint:
     ``cosine``, the mean cosine similarity in [-1, 1] between the student's projected, mean-pooled
     sentence embedding and the teacher's on the held-out windows (1 = the teacher's embedding
     exactly), or ``probe``, the accuracy in [0, 1] of a linear probe of the student's features on
-    the embedded downstream task (``nas.distill.quality``). ``cosine`` is always reported, ``probe``
-    when it was computed. ``heldout_loss`` is the weighted distillation loss there (lower is better).
+    the embedded downstream task (``nas.distill.quality``), plus ``params_weight * ln(parameters /
+    1M)`` when the config sets that weight. ``cosine`` is always reported, ``probe`` when it was
+    computed. ``heldout_loss`` is the weighted distillation loss there (lower is better).
     """
 
     index: int  # 1-based: Ray Tune's training_iteration
@@ -489,7 +490,7 @@ class _Run:
             step=step,
             steps=self.config.steps,
             heldout_loss=means["total"],
-            score=probe if self.config.score == "probe" else means["cosine"],
+            score=self.config.scored(probe if self.config.score == "probe" else means["cosine"], self.params),
             cosine=means["cosine"],
             probe=probe,
             feature_loss=means["feature"],
@@ -538,7 +539,7 @@ def _constant_baseline(store: TargetStore) -> float:
 
 # Settings added after this cache's key was fixed, at the value that reproduces what came before:
 # left out of the key there, so a library upgrade that adds a setting keeps every cached score.
-_NEUTRAL: dict[str, Any] = {"repeats": 1}
+_NEUTRAL: dict[str, Any] = {"repeats": 1, "params_weight": 0.0}
 
 
 def cached_score(arch: ArchConfig, config: DistillConfig) -> dict[str, Any]:

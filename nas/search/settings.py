@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +131,11 @@ class SearchSettings:
         if not callable(preset):
             raise NasError(f"settings distill_preset: {self.distill_preset!r} is not a DistillConfig preset (e.g. quick)")
         check_fields(self.distill, DistillConfig, "settings distill", what="DistillConfig field")
-        return preset(**(self.distill | {"threads": self.cpus_per_trial}))
+        overrides = self.distill
+        written_out = {f.name for f in fields(DistillConfig)} - {"threads"} - set(ADDED_SINCE_PINNING)
+        if written_out <= set(overrides):  # pinned by an older version: what it lacks, it ran without
+            overrides = ADDED_SINCE_PINNING | overrides
+        return preset(**(overrides | {"threads": self.cpus_per_trial}))
 
     def pinned(self) -> "SearchSettings":
         """These settings with the distillation written out in full (every DistillConfig field but
@@ -147,6 +151,11 @@ class SearchSettings:
     def nsga2_population(self) -> int:
         # Small generations evolve sooner: bench/search.py found 16 best for 200 evaluations.
         return self.population_size or min(50, max(8, self.trials // 12))
+
+
+# DistillConfig fields added after pinned() began writing the distillation out in full, at the
+# value that reproduces a run pinned before them: resuming such a run keeps scoring as it began.
+ADDED_SINCE_PINNING: dict[str, Any] = {"params_weight": 0.0}
 
 
 # What `nas search` with no arguments runs: the embedded mobile space, the shipped Pixel 4 profile,
