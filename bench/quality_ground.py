@@ -13,7 +13,7 @@ import torch
 import nas
 from nas.arch import ArchConfig
 from quality_common import (
-    LP_TASKS, MEASURED_LR, RESULTS, TASKS, GroundFiles, _claimed_by_another, _pack, append_row, done_names, ground_files,
+    LP_TASKS, MEASURED, RESULTS, TASKS, GroundFiles, _claimed_by_another, _pack, append_row, done_names, ground_files,
     provenance, read_rows, selected,
 )  # fmt: skip
 
@@ -73,7 +73,7 @@ def run_ground(args) -> None:
     steps = args.distill_steps
     half = steps // 2
     config = DistillConfig(steps=steps, seed=files.seed, threads=args.threads, num_checkpoints=steps // 80, heldout_examples=64,
-                           lr=MEASURED_LR)
+                           **MEASURED)
     if half not in config.checkpoint_steps:
         sys.exit(f"quality.py: error: --distill-steps {steps}: must be a multiple of 160")
     prov = provenance(args.threads)

@@ -10,7 +10,7 @@ import torch
 
 import nas
 from quality_common import (
-    BUDGET_CSV, MEASURED_LR, PROXY_CSV, READOUT_CSV, STUDENTS, TASKS, _claimed_by_another, _read_list, append_row, done_names, selected,
+    BUDGET_CSV, MEASURED, PROXY_CSV, READOUT_CSV, STUDENTS, TASKS, _claimed_by_another, _read_list, append_row, done_names, selected,
 )  # fmt: skip
 
 
@@ -26,10 +26,10 @@ def run_proxies(args) -> None:
         arch = genomes[name]
         row = {"name": name, "params": nas.count(arch).params, "flops": 2 * nas.count(arch, 128).macs}
         for label, config in (
-            ("quick", DistillConfig.quick(seed=0, threads=args.threads, lr=MEASURED_LR, precision="fp32")),
-            ("default", DistillConfig(steps=120, score="cosine", seed=0, threads=args.threads, lr=MEASURED_LR, precision="fp32", num_checkpoints=4)),
-            ("default_bf16", DistillConfig(steps=120, score="cosine", seed=0, threads=args.threads, lr=MEASURED_LR, num_checkpoints=4)),
-            ("long3x", DistillConfig(steps=360, score="cosine", seed=0, threads=args.threads, lr=MEASURED_LR, num_checkpoints=6)),
+            ("quick", DistillConfig.quick(seed=0, threads=args.threads, **MEASURED, precision="fp32")),
+            ("default", DistillConfig(steps=120, score="cosine", seed=0, threads=args.threads, **MEASURED, precision="fp32", num_checkpoints=4)),
+            ("default_bf16", DistillConfig(steps=120, score="cosine", seed=0, threads=args.threads, **MEASURED, num_checkpoints=4)),
+            ("long3x", DistillConfig(steps=360, score="cosine", seed=0, threads=args.threads, **MEASURED, num_checkpoints=6)),
         ):
             began = time.perf_counter()
             result = distill(arch, config)
@@ -81,7 +81,7 @@ def run_readouts(args) -> None:
     order = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(0))
     fit, read = order[:READOUT_FIT], order[READOUT_FIT:]
     small = (fit[: READOUT_FIT // 2], read[: READOUT_READ // 2])
-    config = DistillConfig(steps=120, score="cosine", seed=0, threads=args.threads, lr=MEASURED_LR, num_checkpoints=4)  # the 120-step run measured
+    config = DistillConfig(steps=120, score="cosine", seed=0, threads=args.threads, **MEASURED, num_checkpoints=4)  # the 120-step run measured
     todo = [n for n in genomes if n not in done_names(READOUT_CSV)]
     if args.reverse:
         todo.reverse()
@@ -159,7 +159,7 @@ def run_budgets(args) -> None:
         if (name, steps, seed, lr) in done():  # a second process got there first
             continue
         began = time.perf_counter()
-        config = DistillConfig(steps=steps, seed=seed, threads=args.threads, num_checkpoints=1, lr=lr)
+        config = DistillConfig(steps=steps, seed=seed, threads=args.threads, num_checkpoints=1, lr=lr, params_weight=0.0)
         result = distill(genomes[name], config)
         append_row(BUDGET_CSV, {"name": name, "steps": steps, "seed": seed, "lr": lr, "status": result.status,
                                 "score": round(result.score, 5) if result.score is not None else "",
