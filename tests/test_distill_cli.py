@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -38,10 +39,21 @@ def test_json_lines_per_checkpoint_then_the_result(capsys, small_run):
     records = [json.loads(line) for line in out.strip().splitlines()]
     assert [r["type"] for r in records] == ["checkpoint", "checkpoint", "result"]
     assert [r["step"] for r in records[:2]] == [2, 4]
-    assert records[0]["arch_id"] == TINY.id and -1 <= records[1]["score"] <= 1
+    assert records[0]["arch_id"] == TINY.id and -1 <= records[1]["cosine"] <= 1
     result = records[-1]
     assert result["status"] == "ok" and result["score"] == records[1]["score"]
     assert result["config"]["seed"] == 2 and result["config"]["steps"] == 4 and result["config"]["seq_len"] == 16
+
+
+def test_params_weight_is_added_to_the_score_and_named_in_the_summary(capsys, small_run):
+    code, out, _ = run(capsys, "distill", *small_run, "--params-weight", "0.05", "--json")
+    assert code == 0
+    *checkpoints, result = [json.loads(line) for line in out.strip().splitlines()]
+    term = 0.05 * math.log(result["params"] / 1e6)
+    assert all(c["score"] == pytest.approx(c["cosine"] + term, abs=1e-12) for c in checkpoints)
+    assert result["config"]["params_weight"] == 0.05 and result["score"] == checkpoints[-1]["score"]
+    code, out, _ = run(capsys, "distill", *small_run, "--params-weight", "0.05")
+    assert code == 0 and f"score {result['score']:.4f} (cosine + 0.05 ln(params / 1M))" in out
 
 
 def test_save_keeps_a_loadable_student_and_never_overwrites(capsys, small_run, tmp_path):
@@ -72,6 +84,7 @@ def test_bad_teacher_or_corpus_is_one_line_and_exit_code_2(capsys, small_run, ex
     "extra, fragment",
     [
         (["--lr", "0"], "must be above 0"),
+        (["--params-weight", "-0.05"], "argument --params-weight"),
         (["--steps", "many"], "'many' is not an integer"),
         (["--preset", "huge"], "invalid choice"),
         (["--warmup", "3"], "unrecognized arguments"),

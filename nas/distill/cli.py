@@ -68,6 +68,11 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _score_name(config) -> str:
+    """What the score adds up: the read-out, and the parameter term when it has a weight."""
+    return config.score + (f" + {config.params_weight:g} ln(params / 1M)" if config.params_weight else "")
+
+
 def config_from_args(args) -> "DistillConfig":  # noqa: F821 - imported lazily to keep `nas --help` fast
     """The DistillConfig the flags describe: preset, then --config's JSON, then each flag given."""
     from nas.distill.config import DistillConfig, DistillError
@@ -126,7 +131,7 @@ def _distill(args) -> int:
             f"{result.status}: {result.reason}\n"
             f"genome {arch.id} ({result.params:,} params), teacher {result.teacher['name']}, "
             f"corpus {result.data['source']}\n"
-            f"score {score} ({result.config.score}){baseline}; {result.tokens_seen:,} training tokens, "
+            f"score {score} ({_score_name(result.config)}){baseline}; {result.tokens_seen:,} training tokens, "
             f"{result.tokens_per_s:,.0f} tokens/s, {result.elapsed_s:.1f}s\n"
         )
         if args.save is not None and result.status == "ok":
