@@ -441,7 +441,7 @@ def distill_run(local_ray, tmp_path_factory):
         # lr pinned: with seed 4 these settings give trials that ASHA stops at lr 2e-3, and none at
         # the default 1e-3, whose scores at the rung fall in another order
         distill={"steps": 8, "num_checkpoints": 2, "seq_len": 16, "batch_size": 4, "heldout_examples": 8, "score": "probe",
-                 "lr": 2e-3},
+                 "lr": 2e-3, "params_weight": 0.0},
     )
     run = RunDir(root / "run")
     outcome = run_search(settings, run, progress=False)
@@ -466,6 +466,7 @@ def test_distillation_trials_report_checkpoints_asha_prunes_and_crashes_are_reco
             assert states[r["trial"]] == "PRUNED" and -1 <= r["scores"]["distill"] <= 1
         else:
             assert r["step"] == 8 and states[r["trial"]] == "COMPLETE" and -1 <= r["scores"]["distill"] <= 1
+            assert -1 <= r["scores"]["distill_cosine"] <= 1  # the cosine beside the probe score the search read
     front = json.loads(run.pareto_json.read_text())["front"]
     ok = {r["trial"] for r in ray_rows if r["status"] == "ok"}
     assert front and {p["trial"] for p in front} <= ok

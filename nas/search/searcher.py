@@ -267,7 +267,7 @@ def outcome_record(driver: Driver, number: int, tune_trial_id: str, arch: ArchCo
     result = result or {}
     # Cheap scores again from the genome (milliseconds): a trial that died reported none.
     scores: dict[str, Any] = driver.scorer.scores(arch) if arch is not None else {}
-    for name in [o.name for o in driver.expensive] + ["distill_baseline", "distill_heldout_loss", "tokens_seen"]:
+    for name in [o.name for o in driver.expensive] + ["distill_baseline", "distill_cosine", "distill_heldout_loss", "tokens_seen"]:
         scores[name] = result.get(name)
     extra = {
         "elapsed_s": result.get("elapsed_s"),

@@ -97,7 +97,8 @@ def _distill(arch: ArchConfig, spec: TrialSpec, base: dict[str, Any], started: f
 
     def on_checkpoint(point) -> None:
         base.update(
-            distill=float(point.score), distill_heldout_loss=float(point.heldout_loss), step=int(point.step),
+            distill=float(point.score), distill_cosine=float(point.cosine), distill_heldout_loss=float(point.heldout_loss),
+            step=int(point.step),
             tokens_seen=int(point.tokens_seen), elapsed_s=round(time.perf_counter() - started, 6),
         )
         tune.report(dict(base))  # blocks until Tune has seen it; raises SystemExit if ASHA stops us
@@ -117,7 +118,10 @@ def _distill(arch: ArchConfig, spec: TrialSpec, base: dict[str, Any], started: f
 
 def _constant_embedding_score(config, result) -> float | None:
     """What a student with one embedding for every input scores, on the search's scale: the floor
-    the report draws under the distillation axis."""
+    the report draws under the distillation axis; None where the score adds a parameter term, which
+    gives every genome a floor of its own."""
+    if config.params_weight:
+        return None
     if config.score != "probe":
         return result.baseline_score  # the cosine's, computed by the run
     from nas.distill.quality import probe_baseline
