@@ -212,7 +212,8 @@ def test_run_reports_checkpoints_and_is_deterministic(config):
     assert first.status == "ok", first.reason
     assert [c.step for c in first.checkpoints] == [3, 6] and seen == first.checkpoints
     for c in first.checkpoints:
-        assert -1.0 <= c.score <= 1.0 and math.isfinite(c.heldout_loss)
+        assert -1.0 <= c.cosine <= 1.0 and math.isfinite(c.heldout_loss)
+        assert c.score == pytest.approx(config.scored(c.cosine, first.params), abs=1e-12)
     assert first.checkpoints[0].tokens_seen < first.checkpoints[1].tokens_seen == first.tokens_seen
     assert first.score == first.checkpoints[-1].score and isinstance(first.student, torch.nn.Module)
     json.dumps(first.to_dict())  # JSON-able
@@ -225,7 +226,7 @@ def test_run_reports_checkpoints_and_is_deterministic(config):
 def test_params_weight_adds_a_capacity_term_to_every_checkpoint(config):
     """The score is the read-out plus params_weight * ln(parameters / 1M), with the model's own
     parameter count (the exact count nas.count gives); training and the cosine are untouched."""
-    plain = distill(TINY, config)
+    plain = distill(TINY, config.replace(params_weight=0.0))
     weighted = distill(TINY, config.replace(params_weight=0.05))
     assert weighted.params == plain.params == count(TINY).params
     term = 0.05 * math.log(plain.params / 1e6)

@@ -198,8 +198,8 @@ def test_cli_missing_task_file_and_folder_student(capsys, tmp_path, task_file):
 
 
 def test_probe_scored_run_reports_the_probe_as_its_score(small_config):
-    cosine = distill(TINY, small_config.replace(precision="fp32"))
-    probed = distill(TINY, small_config.replace(precision="fp32", score="probe"))
+    cosine = distill(TINY, small_config.replace(precision="fp32", params_weight=0.0))  # the read-outs alone
+    probed = distill(TINY, small_config.replace(precision="fp32", score="probe", params_weight=0.0))
     assert [c.cosine for c in probed.checkpoints] == [c.cosine for c in cosine.checkpoints]
     assert all(c.score == c.probe and 0.0 <= c.probe <= 1.0 for c in probed.checkpoints)
     assert all(c.probe is None and c.score == c.cosine for c in cosine.checkpoints)
