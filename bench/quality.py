@@ -8,6 +8,8 @@
     python bench/quality.py report --gt-tasks lp-supersense,lp-pos --also-runs 1280 [1280:1]   # the mean of several runs
     python bench/quality.py readouts | budgets [--budgets 240 480] [--seeds 0 1] [--lr 1e-3]   # more proxies: readouts, run lengths
     python bench/quality.py report --gt-tasks lp-supersense,lp-pos   # Kendall tau of every proxy vs the ground truth
+    python bench/quality.py ground --genome-files G.json ... --tag front8 --grade lp --lp-dev 12000 [--ground-seed 1]   # a search's front
+    python bench/quality.py front-report --genome-files G.json ... --tag front8 --seeds 0 1 --gt-tasks lp-supersense,lp-pos --also-runs ...
 
 ground: each genome gets the long recipe: distillation from the teacher for ``--distill-steps``
 (640 on CPU: 16x the search's quick preset, 1.8x the default run; ask for more on a GPU), held-out checkpoints every 80 steps, a
@@ -36,14 +38,17 @@ from nas.distill.cli import _positive_float  # nas distill --lr's check: one lin
 from quality_common import genome_set, parse_run
 from quality_ground import run_extra_task, run_ground, run_regrade
 from quality_proxies import run_budgets, run_proxies, run_readouts
-from quality_report import run_report
+from quality_report import run_front_report, run_report
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["genomes", "ground", "extra-task", "regrade", "proxies", "readouts", "budgets", "report"])
+    parser.add_argument("command", choices=["genomes", "ground", "extra-task", "regrade", "proxies", "readouts", "budgets", "report", "front-report"])
     parser.add_argument("--task", default="wordnet-pos", help="extra-task: the embedded task to fine-tune the kept students on")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", help="comma-separated genome names")
+    parser.add_argument("--genome-files", nargs="+", metavar="GENOME.json",
+                        help="ground, budgets, front-report: these genomes (named by file stem) instead of the set")
+    parser.add_argument("--tag", default="", help="ground, front-report: the name of a run of --genome-files (its own result files)")
     parser.add_argument("--gt-tasks", default="supersense,pair", help="report: the tasks whose mean accuracy is the ground truth")
     parser.add_argument("--reverse", action="store_true", help="work through the genomes from the end (a second process)")
     parser.add_argument("--distill-steps", type=int, default=640,
@@ -70,7 +75,8 @@ def main() -> None:
             cost = nas.count(arch, 128)
             print(f"{name:<20} {cost.params / 1e6:6.2f}M {2 * cost.macs / 1e9:7.2f} GFLOPs  {arch.id}")
         return
-    {"ground": run_ground, "extra-task": run_extra_task, "regrade": run_regrade, "readouts": run_readouts, "budgets": run_budgets, "proxies": run_proxies, "report": run_report}[args.command](args)
+    {"ground": run_ground, "extra-task": run_extra_task, "regrade": run_regrade, "readouts": run_readouts, "budgets": run_budgets, "proxies": run_proxies, "report": run_report,
+     "front-report": run_front_report}[args.command](args)
 
 
 if __name__ == "__main__":

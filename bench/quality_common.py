@@ -103,6 +103,10 @@ def provenance(threads: int) -> dict:
 
 
 def selected(args) -> dict[str, ArchConfig]:
+    if getattr(args, "genome_files", None):  # genomes from outside the set (a search's front), named by file stem
+        from nas.references import load_genome
+
+        return {Path(f).stem: load_genome(f) for f in args.genome_files}
     genomes = genome_set()
     if args.only:
         wanted = args.only.split(",")
@@ -133,12 +137,13 @@ class GroundFiles:
     features: Path
 
 
-def ground_files(steps: int = GROUND_STEPS, seed: int = 0) -> GroundFiles:
+def ground_files(steps: int = GROUND_STEPS, seed: int = 0, tag: str = "") -> GroundFiles:
     """640 steps, seed 0 keeps the first run's names; another budget or distillation seed gets its
-    own files beside them (``_1280``, ``_1280_seed1``), so no run overwrites another's snapshots or rows."""
-    if steps == GROUND_STEPS and seed == 0:
+    own files beside them (``_1280``, ``_1280_seed1``), so no run overwrites another's snapshots or rows.
+    ``tag`` names a run of genomes outside the set (``_front8_640_seed0``), kept apart from the set's runs."""
+    if steps == GROUND_STEPS and seed == 0 and not tag:
         return GroundFiles(steps, seed, GROUND_CSV, STUDENTS, LP_CSV, FEATURES)
-    tag = f"{steps}" + (f"_seed{seed}" if seed else "")
+    tag = (f"{tag}_" if tag else "") + f"{steps}" + (f"_seed{seed}" if seed or tag else "")
     return GroundFiles(steps, seed, RESULTS / f"quality_ground_truth_{tag}.csv", STUDENTS.parent / f"students-{tag}",
                        RESULTS / f"quality_ground_truth_lp_{tag}.csv", STUDENTS.parent / f"features-{tag}")
 

@@ -62,8 +62,10 @@ def run_ground(args) -> None:
     from tqdm import tqdm
 
     torch.set_num_threads(args.threads)
+    if args.genome_files and not args.tag:
+        sys.exit("quality.py: error: --genome-files needs --tag NAME, so that genomes outside the set keep files of their own")
     genomes = selected(args)
-    files = ground_files(args.distill_steps, args.ground_seed)
+    files = ground_files(args.distill_steps, args.ground_seed, args.tag)
     todo = [n for n in genomes if n not in done_names(files.csv)]
     # --grade lp: no fine-tune; the linear-probe grade (regrade's) runs on each student as soon as it is distilled
     grader = LinearProbeGrader(args) if args.grade == "lp" else None

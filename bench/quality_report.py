@@ -361,3 +361,47 @@ def _tau(values: dict, gt: dict, names: list[str]) -> float:
     if len(names) < 3:
         return float("nan")
     return float(kendalltau([values[n] for n in names], [gt[n] for n in names]).statistic)
+
+
+def run_front_report(args) -> None:
+    """Genomes from outside the set (a search's front, `ground --genome-files --tag`) beside the set:
+    their ground truth (the mean over the tag's seeds) and their place by the ground truth and by
+    the default score, so one can see whether the search's favourites are as good as it thinks."""
+    from quality_common import genome_set, selected
+
+    import nas
+    from nas.search.objectives import CheapScorer
+
+    tasks = args.gt_tasks.split(",")
+    runs = [read_rows(run.lp_csv) for run in [ground_files(args.distill_steps, args.ground_seed), *args.also_runs]]
+    names = [n for n in runs[0] if all(n in run for run in runs)]
+    gt = {n: sum(lp_ground_truth(run[n], tasks) for run in runs) / len(runs) for n in names}
+    genomes = {n: genome_set()[n] for n in names}
+    extra = selected(args)
+    tagged = [read_rows(ground_files(args.distill_steps, seed, args.tag).lp_csv) for seed in args.seeds]
+    per_seed = {n: [lp_ground_truth(run[n], tasks) for run in tagged if n in run] for n in extra}
+    for n, values in per_seed.items():
+        if values:
+            gt[n] = sum(values) / len(values)
+            genomes[n] = extra[n]
+    cosine = {row["name"]: float(row["score"]) for row in _read_list(BUDGET_CSV)
+              if row["status"] == "ok" and row["steps"] == "240" and row["seed"] == "0" and float(row["lr"]) == MEASURED_LR}
+    params = {n: nas.count(a).params for n, a in genomes.items()}
+    score = {n: cosine[n] + PARAMS_WEIGHT * math.log(params[n] / 1e6) for n in genomes if n in cosine}
+    latency = {n: CheapScorer(["latency_ms@pixel4"]).scores(a)["latency_ms@pixel4"] for n, a in genomes.items()}
+    by_gt = sorted(gt, key=lambda n: -gt[n])
+    by_score = sorted(score, key=lambda n: -score[n])
+    print(f"ground truth = mean dev accuracy of {', '.join(tasks)}: the set over the runs "
+          f"{', '.join(f'{r.steps}:{r.seed}' for r in [ground_files(args.distill_steps, args.ground_seed), *args.also_runs])}; "
+          f"the {args.tag} genomes over seeds {', '.join(map(str, args.seeds))} at {args.distill_steps} steps")
+    print(f"score = the 240-step cosine at lr {MEASURED_LR:g} (seed 0) + {PARAMS_WEIGHT:g} ln(params / 1M), the default run")
+    print(f"{'genome':<24} {'params':>7} {'layers':>6} {'pixel4':>8} {'gt':>7} {'gt rank':>7} {'score':>7} {'rank':>5}  per seed")
+    for n in by_gt:
+        seeds = " ".join(f"{v:.4f}" for v in per_seed.get(n, []))
+        line = (f"{n:<24} {params[n] / 1e6:6.1f}M {genomes[n].num_layers:>6} {latency[n]:6.1f}ms {gt[n]:7.4f} "
+                f"{by_gt.index(n) + 1:>7} ")
+        line += f"{score[n]:7.4f} {by_score.index(n) + 1:>5}" if n in score else f"{'-':>7} {'-':>5}"
+        print(line + ("  " + seeds if seeds else ""))
+    both = [n for n in gt if n in score]
+    print(f"Kendall tau of the score against the ground truth over these {len(both)} genomes: {_tau(score, gt, both):.3f}")
+
