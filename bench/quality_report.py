@@ -200,9 +200,7 @@ def _reference_pairs(gt: dict[str, float], table: dict[str, dict], names: list[s
     every 2-layer genome the ground truth puts below them. How many of those pairs each proxy keeps."""
     from quality_common import genome_set
 
-    genomes = genome_set()
-    shallow = [n for n in names if n in genomes and genomes[n].num_layers == 2]
-    pairs = [(r, s) for r in REFERENCES if r in names for s in shallow if gt[r] > gt[s]]
+    pairs = _reference_pair_list(gt, genome_set(), names)
     if not pairs:
         return
     print(f"\nreference pairs: the ground truth puts a reference above a 2-layer genome in {len(pairs)} pairs; "
@@ -211,8 +209,19 @@ def _reference_pairs(gt: dict[str, float], table: dict[str, dict], names: list[s
         values = table[column]
         if any(values.get(n) is None for pair in pairs for n in pair):
             continue
-        missed = [f"{r} < {s}" for r, s in pairs if values[r] <= values[s]]
+        missed = _misses(pairs, values)
         print(f"  {column:<44} {len(pairs) - len(missed):>2}/{len(pairs)}" + (f"  misses {', '.join(missed)}" if missed else ""))
+
+
+def _reference_pair_list(gt: dict[str, float], genomes: dict, names: list[str]) -> list[tuple[str, str]]:
+    """(reference, 2-layer genome) pairs where the ground truth puts the reference above."""
+    shallow = [n for n in names if n in genomes and genomes[n].num_layers == 2]
+    return [(r, s) for r in REFERENCES if r in names for s in shallow if gt[r] > gt[s]]
+
+
+def _misses(pairs: list[tuple[str, str]], values: dict) -> list[str]:
+    """The reference pairs a proxy orders the other way (pairs it has no value for are skipped)."""
+    return [f"{r} < {s}" for r, s in pairs if values.get(r) is not None and values.get(s) is not None and values[r] <= values[s]]
 
 
 # the baseline, and the default runs: 180 and 240 steps at lr 2e-3 (sessions 5-6), 240 at 1e-3 (session 7), 360
@@ -376,7 +385,8 @@ def run_front_report(args) -> None:
     runs = [read_rows(run.lp_csv) for run in [ground_files(args.distill_steps, args.ground_seed), *args.also_runs]]
     names = [n for n in runs[0] if all(n in run for run in runs)]
     gt = {n: sum(lp_ground_truth(run[n], tasks) for run in runs) / len(runs) for n in names}
-    genomes = {n: genome_set()[n] for n in names}
+    known = genome_set()
+    genomes = {n: known[n] for n in names}
     extra = selected(args)
     tagged = [read_rows(ground_files(args.distill_steps, seed, args.tag).lp_csv) for seed in args.seeds]
     per_seed = {n: [lp_ground_truth(run[n], tasks) for run in tagged if n in run] for n in extra}
@@ -392,7 +402,8 @@ def run_front_report(args) -> None:
 
     score = {n: v + PARAMS_WEIGHT * math.log(params[n] / 1e6) for n, v in cosine_at(MEASURED_LR).items() if n in genomes}
     alone = {n: v for n, v in cosine_at(1e-3).items() if n in genomes}  # session 7's default: lr 1e-3, the cosine alone
-    latency = {n: CheapScorer(["latency_ms@pixel4"]).scores(a)["latency_ms@pixel4"] for n, a in genomes.items()}
+    scorer = CheapScorer(["latency_ms@pixel4"])
+    latency = {n: scorer.scores(a)["latency_ms@pixel4"] for n, a in genomes.items()}
     by_gt = sorted(gt, key=lambda n: -gt[n])
     by_score = sorted(score, key=lambda n: -score[n])
     print(f"ground truth = mean dev accuracy of {', '.join(tasks)}: the set over the runs "
@@ -406,11 +417,10 @@ def run_front_report(args) -> None:
                 f"{by_gt.index(n) + 1:>7} ")
         line += f"{score[n]:7.4f} {by_score.index(n) + 1:>5}" if n in score else f"{'-':>7} {'-':>5}"
         print(line + ("  " + seeds if seeds else ""))
-    shallow = [n for n in gt if genomes[n].num_layers == 2]
-    pairs = [(r, m) for r in REFERENCES if r in gt for m in shallow if gt[r] > gt[m]]
+    pairs = _reference_pair_list(gt, genomes, list(gt))
     for label, values in (("the default score", score), ("session 7's (240-step cosine at lr 1e-3)", alone)):
         both = [n for n in gt if n in values]
-        missed = [f"{r} < {m}" for r, m in pairs if r in values and m in values and values[r] <= values[m]]
+        missed = _misses(pairs, values)
         print(f"{label}: Kendall tau {_tau(values, gt, both):.3f} over these {len(both)} genomes; reference pairs "
               f"{len(pairs) - len(missed)}/{len(pairs)}" + (f", misses {', '.join(missed)}" if missed else ""))
 
