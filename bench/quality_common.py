@@ -11,6 +11,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 warnings.filterwarnings("ignore")
@@ -102,11 +103,21 @@ def provenance(threads: int) -> dict:
     }
 
 
+def usage_error(message: str) -> NoReturn:
+    """Bad input to a bench command: one line on stderr, exit 2."""
+    print(f"quality.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def selected(args) -> dict[str, ArchConfig]:
     if getattr(args, "genome_files", None):  # genomes from outside the set (a search's front), named by file stem
+        from nas.errors import NasError
         from nas.references import load_genome
 
-        return {Path(f).stem: load_genome(f) for f in args.genome_files}
+        try:
+            return {Path(f).stem: load_genome(f) for f in args.genome_files}
+        except NasError as err:
+            usage_error(f"--genome-files {err}")
     genomes = genome_set()
     if args.only:
         wanted = args.only.split(",")

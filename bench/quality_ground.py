@@ -14,7 +14,7 @@ import nas
 from nas.arch import ArchConfig
 from quality_common import (
     LP_TASKS, MEASURED, RESULTS, TASKS, GroundFiles, _claimed_by_another, _pack, append_row, done_names, ground_files,
-    provenance, read_rows, selected,
+    provenance, read_rows, selected, usage_error,
 )  # fmt: skip
 
 
@@ -63,7 +63,7 @@ def run_ground(args) -> None:
 
     torch.set_num_threads(args.threads)
     if args.genome_files and not args.tag:
-        sys.exit("quality.py: error: --genome-files needs --tag NAME, so that genomes outside the set keep files of their own")
+        usage_error("--genome-files needs --tag NAME, so that genomes outside the set keep files of their own")
     genomes = selected(args)
     files = ground_files(args.distill_steps, args.ground_seed, args.tag)
     todo = [n for n in genomes if n not in done_names(files.csv)]
