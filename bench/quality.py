@@ -10,6 +10,7 @@
     python bench/quality.py report --gt-tasks lp-supersense,lp-pos   # Kendall tau of every proxy vs the ground truth
     python bench/quality.py ground --genome-files G.json ... --tag front8 --grade lp --lp-dev 12000 [--ground-seed 1]   # a search's front
     python bench/quality.py front-report --genome-files G.json ... --tag front8 --seeds 0 1 --gt-tasks lp-supersense,lp-pos --also-runs ...
+    python bench/quality.py draw --tag band8 --draw-seed 11 --count 8 --params 10 30 --latency 20 80   # held-out genomes from the space
 
 ground: each genome gets the long recipe: distillation from the teacher for ``--distill-steps``
 (640 on CPU: 16x the search's quick preset, 1.8x the default run; ask for more on a GPU), held-out checkpoints every 80 steps, a
@@ -35,14 +36,14 @@ import argparse
 
 import nas
 from nas.distill.cli import _positive_float  # nas distill --lr's check: one line, exit 2
-from quality_common import genome_set, parse_run
+from quality_common import draw_band, genome_set, parse_run, usage_error
 from quality_ground import run_extra_task, run_ground, run_regrade
 from quality_proxies import run_budgets, run_proxies, run_readouts
 from quality_report import run_front_report, run_report
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["genomes", "ground", "extra-task", "regrade", "proxies", "readouts", "budgets", "report", "front-report"])
+    parser.add_argument("command", choices=["genomes", "draw", "ground", "extra-task", "regrade", "proxies", "readouts", "budgets", "report", "front-report"])
     parser.add_argument("--task", default="wordnet-pos", help="extra-task: the embedded task to fine-tune the kept students on")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", help="comma-separated genome names")
@@ -69,14 +70,43 @@ def main() -> None:
     parser.add_argument("--lr", type=_positive_float, help="budgets: the runs' peak learning rate (default: DistillConfig's)")
     parser.add_argument("--lp-train", type=int, default=8000, help="regrade: glosses the linear head is fit on")
     parser.add_argument("--lp-dev", type=int, default=6000, help="regrade: dev glosses it is read on")
+    parser.add_argument("--draw-seed", type=int, default=11, help="draw: the space sampler's seed")
+    parser.add_argument("--count", type=int, default=8, help="draw: how many genomes")
+    parser.add_argument("--params", type=float, nargs=2, default=[10, 30], metavar=("MIN", "MAX"), help="draw: millions of parameters")
+    parser.add_argument("--latency", type=float, nargs=2, default=[20, 80], metavar=("MIN", "MAX"), help="draw: pixel4 ms")
     args = parser.parse_args()
     if args.command == "genomes":
         for name, arch in genome_set().items():
             cost = nas.count(arch, 128)
             print(f"{name:<20} {cost.params / 1e6:6.2f}M {2 * cost.macs / 1e9:7.2f} GFLOPs  {arch.id}")
         return
+    if args.command == "draw":
+        run_draw(args)
+        return
     {"ground": run_ground, "extra-task": run_extra_task, "regrade": run_regrade, "readouts": run_readouts, "budgets": run_budgets, "proxies": run_proxies, "report": run_report,
      "front-report": run_front_report}[args.command](args)
+
+
+def run_draw(args) -> None:
+    """Write ``--count`` held-out genomes (seeded space draws in the given ranges) to
+    bench/results/TAG/TAG-ID.json, for ``ground``/``budgets``/``front-report --genome-files``."""
+    from quality_common import RESULTS
+
+    if not args.tag:
+        usage_error("draw needs --tag NAME: the folder and the name prefix of the genome files")
+    folder = RESULTS / args.tag
+    if folder.exists():
+        usage_error(f"{folder} exists: a draw is written once (remove it, or choose another --tag)")
+    found = draw_band(args.draw_seed, args.count, (args.params[0] * 1e6, args.params[1] * 1e6), tuple(args.latency))
+    if len(found) < args.count:
+        usage_error(f"only {len(found)} of 20000 draws fall in --params {args.params} and --latency {args.latency}: widen them")
+    from nas.search.objectives import CheapScorer
+
+    scorer = CheapScorer(["latency_ms@pixel4"])
+    for arch_id, arch in found.items():
+        path = arch.save(folder / f"{args.tag}-{arch_id}.json")
+        print(f"{path.name:<28} {nas.count(arch).params / 1e6:6.2f}M {arch.num_layers:>2} layers  hidden {arch.hidden_size:>3}  "
+              f"embedding {arch.embedding_size:>3}  pixel4 {scorer.scores(arch)['latency_ms@pixel4']:5.1f} ms")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,26 @@ def genome_set() -> dict[str, ArchConfig]:
     return named
 
 
+def draw_band(seed: int, count: int, params: tuple[float, float], latency_ms: tuple[float, float],
+              max_layers: int = 12) -> dict[str, ArchConfig]:
+    """Genomes outside the set, for a held-out check: the first ``count`` seeded draws from the full
+    space whose parameters and pixel4 latency fall in the given ranges (at most ``max_layers``, for CPU
+    cost) and that are not already in the set; named by their id."""
+    from nas.search.objectives import CheapScorer
+
+    known = {arch.id for arch in genome_set().values()}
+    scorer = CheapScorer(["latency_ms@pixel4"])
+    found: dict[str, ArchConfig] = {}
+    for arch in load_space("mobile").iter_samples(20000, seed=seed):
+        if arch.num_layers > max_layers or arch.id in known or not params[0] <= nas.count(arch).params <= params[1]:
+            continue
+        if latency_ms[0] <= scorer.scores(arch)["latency_ms@pixel4"] <= latency_ms[1]:
+            found[arch.id] = arch
+            if len(found) == count:
+                break
+    return found
+
+
 # ---- CSV rows, appended one at a time -------------------------------------------------------
 
 
