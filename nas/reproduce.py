@@ -123,8 +123,8 @@ def reproduce_table(names: list[str], seq_len: int = 128, distill_config=None) -
         what = ("accuracy of a linear probe of the student's features on the embedded WordNet supersense task"
                 if distill_config.score == "probe" else
                 "held-out cosine similarity of the student's sentence embedding to the teacher's")
-        if distill_config.params_weight:
-            what += f", plus {distill_config.params_weight:g} x ln(parameters / 1M)"
+        if distill_config.params_term:
+            what += f", plus {distill_config.params_term}"
         lines += ["", f"Quality: distillation of {distill_config.steps} steps (seed {distill_config.seed}), the search's "
                       f"quality signal; score = {what} (higher is better). Cached per genome and settings."]
         lines.append(f"{'design':<18} {'score':>7} {'cosine':>7} {'held-out loss':>14} {'seconds':>8}  status")

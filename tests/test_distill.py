@@ -234,6 +234,7 @@ def test_params_weight_adds_a_capacity_term_to_every_checkpoint(config):
         assert b.cosine == a.cosine == a.score and b.heldout_loss == a.heldout_loss
         assert b.score == pytest.approx(a.cosine + term, abs=1e-12)
     assert weighted.score == pytest.approx(plain.score + term, abs=1e-12)
+    assert weighted.config.params_term == "0.05 ln(params / 1M)" and plain.config.params_term == ""
     with pytest.raises(DistillError, match="params_weight=-0.1"):
         config.replace(params_weight=-0.1)
 

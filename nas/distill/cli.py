@@ -70,7 +70,7 @@ def _positive_float(text: str) -> float:
 
 def _score_name(config) -> str:
     """What the score adds up: the read-out, and the parameter term when it has a weight."""
-    return config.score + (f" + {config.params_weight:g} ln(params / 1M)" if config.params_weight else "")
+    return config.score + (f" + {config.params_term}" if config.params_term else "")
 
 
 def config_from_args(args) -> "DistillConfig":  # noqa: F821 - imported lazily to keep `nas --help` fast

@@ -138,6 +138,11 @@ class DistillConfig:
         return readout + self.params_weight * math.log(params / 1e6) if self.params_weight else readout
 
     @property
+    def params_term(self) -> str:
+        """The parameter term as summaries name it ("0.05 ln(params / 1M)"), or "" when it is off."""
+        return f"{self.params_weight:g} ln(params / 1M)" if self.params_weight else ""
+
+    @property
     def warmup_steps(self) -> int:
         return min(self.steps, max(1, round(self.warmup_fraction * self.steps)))
 
