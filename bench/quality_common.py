@@ -143,7 +143,7 @@ def selected(args) -> dict[str, ArchConfig]:
         wanted = args.only.split(",")
         unknown = [n for n in wanted if n not in genomes]
         if unknown:
-            sys.exit(f"quality.py: error: --only {unknown[0]}: not in the genome set (see `genomes`)")
+            usage_error(f"--only {unknown[0]}: not in the genome set (see `genomes`)")
         genomes = {n: genomes[n] for n in wanted}
     return genomes
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 import torch
@@ -64,6 +63,8 @@ def run_ground(args) -> None:
     torch.set_num_threads(args.threads)
     if args.genome_files and not args.tag:
         usage_error("--genome-files needs --tag NAME, so that genomes outside the set keep files of their own")
+    if args.distill_steps <= 0 or args.distill_steps % 160:
+        usage_error(f"--distill-steps {args.distill_steps}: must be a positive multiple of 160 (snapshots at half and at the full budget, checkpoints every 80 steps)")
     genomes = selected(args)
     files = ground_files(args.distill_steps, args.ground_seed, args.tag)
     todo = [n for n in genomes if n not in done_names(files.csv)]
@@ -76,8 +77,6 @@ def run_ground(args) -> None:
     half = steps // 2
     config = DistillConfig(steps=steps, seed=files.seed, threads=args.threads, num_checkpoints=steps // 80, heldout_examples=64,
                            **MEASURED)
-    if half not in config.checkpoint_steps:
-        sys.exit(f"quality.py: error: --distill-steps {steps}: must be a multiple of 160")
     prov = provenance(args.threads)
     if args.reverse:
         todo.reverse()
