@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated genome names")
     parser.add_argument("--genome-files", nargs="+", metavar="GENOME.json",
                         help="ground, budgets, front-report: these genomes (named by file stem) instead of the set")
-    parser.add_argument("--tag", default="", help="ground, front-report: the name of a run of --genome-files (its own result files)")
+    parser.add_argument("--tag", default="", help="ground, draw, front-report: the name of a run of --genome-files (its own result files); front-report takes several, comma-separated")
     parser.add_argument("--gt-tasks", default="supersense,pair", help="report: the tasks whose mean accuracy is the ground truth")
     parser.add_argument("--reverse", action="store_true", help="work through the genomes from the end (a second process)")
     parser.add_argument("--distill-steps", type=int, default=640,
@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--lr", type=_positive_float, help="budgets: the runs' peak learning rate (default: DistillConfig's)")
     parser.add_argument("--lp-train", type=int, default=8000, help="regrade: glosses the linear head is fit on")
     parser.add_argument("--lp-dev", type=int, default=6000, help="regrade: dev glosses it is read on")
+    parser.add_argument("--band", type=float, nargs=2, metavar=("MIN", "MAX"),
+                        help="front-report: which genome of this pixel4 latency band (ms) the score ranks first, and its true place")
     parser.add_argument("--draw-seed", type=int, default=11, help="draw: the space sampler's seed")
     parser.add_argument("--count", type=int, default=8, help="draw: how many genomes")
     parser.add_argument("--params", type=float, nargs=2, default=[10, 30], metavar=("MIN", "MAX"), help="draw: millions of parameters")
@@ -92,7 +94,7 @@ def run_draw(args) -> None:
     bench/results/TAG/TAG-ID.json, for ``ground``/``budgets``/``front-report --genome-files``."""
     from quality_common import RESULTS
 
-    if not args.tag:
+    if not args.tag or "," in args.tag:
         usage_error("draw needs --tag NAME: the folder and the name prefix of the genome files")
     folder = RESULTS / args.tag
     if folder.exists():

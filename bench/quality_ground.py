@@ -61,6 +61,8 @@ def run_ground(args) -> None:
     from tqdm import tqdm
 
     torch.set_num_threads(args.threads)
+    if "," in args.tag:
+        usage_error(f"--tag {args.tag}: ground writes one run; give one name")
     if args.genome_files and not args.tag:
         usage_error("--genome-files needs --tag NAME, so that genomes outside the set keep files of their own")
     if args.distill_steps <= 0 or args.distill_steps % 160:

@@ -373,22 +373,25 @@ def _tau(values: dict, gt: dict, names: list[str]) -> float:
 
 
 def run_front_report(args) -> None:
-    """Genomes from outside the set (a search's front, `ground --genome-files --tag`) beside the set:
-    their ground truth (the mean over the tag's seeds) and their place by the ground truth and by
-    the default score, so one can see whether the search's favourites are as good as it thinks."""
+    """Genomes from outside the set (a search's front, a held-out draw: `ground --genome-files --tag`)
+    beside the set: their ground truth (the mean over the tag's seeds) and their place by the ground
+    truth and by the default score, so one can see whether the score ranks genomes it was not chosen
+    on as the ground truth does. ``--tag`` may name several runs (``front8,band8``); ``--latency MIN
+    MAX`` asks which genome of that pixel4 band the score would hand a user, and its true place."""
     from quality_common import genome_set, selected
 
     import nas
     from nas.search.objectives import CheapScorer
 
     tasks = args.gt_tasks.split(",")
+    tags = [t for t in args.tag.split(",") if t]
     runs = [read_rows(run.lp_csv) for run in [ground_files(args.distill_steps, args.ground_seed), *args.also_runs]]
     names = [n for n in runs[0] if all(n in run for run in runs)]
     gt = {n: sum(lp_ground_truth(run[n], tasks) for run in runs) / len(runs) for n in names}
     known = genome_set()
     genomes = {n: known[n] for n in names}
     extra = selected(args)
-    tagged = [read_rows(ground_files(args.distill_steps, seed, args.tag).lp_csv) for seed in args.seeds]
+    tagged = [read_rows(ground_files(args.distill_steps, seed, tag).lp_csv) for tag in tags for seed in args.seeds]
     per_seed = {n: [lp_ground_truth(run[n], tasks) for run in tagged if n in run] for n in extra}
     for n, values in per_seed.items():
         if values:
@@ -396,19 +399,22 @@ def run_front_report(args) -> None:
             genomes[n] = extra[n]
     params = {n: nas.count(a).params for n, a in genomes.items()}
 
-    def cosine_at(lr: float) -> dict[str, float]:  # the 240-step default run's cosine, seed 0
-        return {row["name"]: float(row["score"]) for row in _read_list(BUDGET_CSV)
-                if row["status"] == "ok" and row["steps"] == "240" and row["seed"] == "0" and float(row["lr"]) == lr}
+    def cosine_at(lr: float, seed: int = 0) -> dict[str, float]:  # the 240-step default run's cosine
+        return {row["name"]: float(row["score"]) for row in _read_list(BUDGET_CSV) if row["name"] in genomes
+                and row["status"] == "ok" and row["steps"] == "240" and row["seed"] == str(seed) and float(row["lr"]) == lr}
 
-    score = {n: v + PARAMS_WEIGHT * math.log(params[n] / 1e6) for n, v in cosine_at(MEASURED_LR).items() if n in genomes}
-    alone = {n: v for n, v in cosine_at(1e-3).items() if n in genomes}  # session 7's default: lr 1e-3, the cosine alone
+    def with_term(cosine: dict[str, float]) -> dict[str, float]:
+        return {n: v + PARAMS_WEIGHT * math.log(params[n] / 1e6) for n, v in cosine.items()}
+
+    score = with_term(cosine_at(MEASURED_LR))
+    alone = cosine_at(1e-3)  # session 7's default: lr 1e-3, the cosine alone
     scorer = CheapScorer(["latency_ms@pixel4"])
     latency = {n: scorer.scores(a)["latency_ms@pixel4"] for n, a in genomes.items()}
     by_gt = sorted(gt, key=lambda n: -gt[n])
     by_score = sorted(score, key=lambda n: -score[n])
     print(f"ground truth = mean dev accuracy of {', '.join(tasks)}: the set over the runs "
           f"{', '.join(f'{r.steps}:{r.seed}' for r in [ground_files(args.distill_steps, args.ground_seed), *args.also_runs])}; "
-          f"the {args.tag} genomes over seeds {', '.join(map(str, args.seeds))} at {args.distill_steps} steps")
+          f"the {', '.join(tags)} genomes over seeds {', '.join(map(str, args.seeds))} at {args.distill_steps} steps")
     print(f"score = the 240-step cosine at lr {MEASURED_LR:g} (seed 0) + {PARAMS_WEIGHT:g} ln(params / 1M), the default run")
     print(f"{'genome':<24} {'params':>7} {'layers':>6} {'pixel4':>8} {'gt':>7} {'gt rank':>7} {'score':>7} {'rank':>5}  per seed")
     for n in by_gt:
@@ -423,4 +429,26 @@ def run_front_report(args) -> None:
         missed = _misses(pairs, values)
         print(f"{label}: Kendall tau {_tau(values, gt, both):.3f} over these {len(both)} genomes; reference pairs "
               f"{len(pairs) - len(missed)}/{len(pairs)}" + (f", misses {', '.join(missed)}" if missed else ""))
-
+    for tag in tags:  # each run of outside genomes on its own: how the score carries to genomes it was not chosen on
+        own = [n for n in gt if n.startswith(f"{tag}-")]
+        print(f"\n{tag}: {len(own)} genomes; Kendall tau against their ground truth")
+        seeded = {seed: with_term(cosine_at(MEASURED_LR, seed)) for seed in (0, 1)}
+        taus = [_tau(values, gt, own) for values in seeded.values() if all(n in values for n in own)]
+        for seed, values in seeded.items():
+            if all(n in values for n in own):
+                print(f"  the default score, seed {seed}: {_tau(values, gt, own):.3f}")
+        if taus:
+            print(f"  the default score, mean of {len(taus)} seed(s)' taus: {sum(taus) / len(taus):.3f}")
+        print(f"  parameter count: {_tau(params, gt, own):.3f}")
+        if all(n in alone for n in own):
+            print(f"  session 7's score (seed 0): {_tau(alone, gt, own):.3f}")
+    if args.band:
+        low, high = args.band
+        band = [n for n in gt if low <= latency[n] <= high and n in score]
+        if band:
+            pick = max(band, key=lambda n: score[n])
+            best = max(band, key=lambda n: gt[n])
+            in_band = sorted(band, key=lambda n: -gt[n])
+            print(f"\nthe band {low:g}-{high:g} ms on pixel4: {len(band)} genomes; the default score's first is {pick} "
+                  f"(ground truth {gt[pick]:.4f}, {in_band.index(pick) + 1} of {len(band)} in the band, {by_gt.index(pick) + 1} of {len(gt)}); "
+                  f"the ground truth's first is {best} ({gt[best]:.4f})")
