@@ -171,6 +171,7 @@ def _noise_ceiling(runs: list, rows: list[dict], tasks: list[str], table: dict[s
         print(f"  {f'run {run.steps}:{run.seed} against the others':<44} {every:6.3f} {large:6.3f}")
     mean = [sum(c[k] for c in ceiling) / len(ceiling) for k in (0, 1)]
     print(f"  {'one long run (mean of the above)':<44} {mean[0]:6.3f} {mean[1]:6.3f}")
+    _split_means(gts, names, big)
     for column in sorted(table):
         values = table[column]
         keep = [n for n in names if values.get(n) is not None]
@@ -178,6 +179,34 @@ def _noise_ceiling(runs: list, rows: list[dict], tasks: list[str], table: dict[s
         taus = [(_tau(values, other, keep), _tau(values, other, keep_big)) for other in others]
         print(f"  {column:<44} {sum(t[0] for t in taus) / len(taus):6.3f} {sum(t[1] for t in taus) / len(taus):6.3f}"
               + _partial(keep, names))
+
+
+def _split_means(gts: list[dict[str, float]], names: list[str], big: list[str]) -> None:
+    """What a proxy worth k long runs would read: the mean of k runs against the mean of the others,
+    over every split; and, from the halves, roughly what a noise-free proxy would read against the
+    mean of all the runs (Kendall tau to Pearson by sin(pi tau / 2), Spearman-Brown to all the runs,
+    and back: an estimate that assumes Gaussian noise, which the runs' loss spikes are not)."""
+    from itertools import combinations
+
+    n = len(gts)
+    if n < 4:
+        return
+    halves = (0.0, 0.0)
+    for k in range(2, n // 2 + 1):
+        taus = []
+        for chosen in combinations(range(n), k):
+            a = {g: sum(gts[i][g] for i in chosen) / k for g in names}
+            b = {g: sum(gts[i][g] for i in range(n) if i not in chosen) / (n - k) for g in names}
+            taus.append((_tau(a, b, names), _tau(a, b, big)))
+        every, large = (sum(t[j] for t in taus) / len(taus) for j in (0, 1))
+        print(f"  {f'the mean of {k} runs against the other {n - k}':<44} {every:6.3f} {large:6.3f}")
+        halves = (every, large)
+
+    def noise_free(tau_half: float) -> float:
+        r_half = math.sin(math.pi * tau_half / 2)
+        return 2 / math.pi * math.asin(math.sqrt(max(0.0, 2 * r_half / (1 + r_half))))
+
+    print(f"  {f'a noise-free proxy, mean of all {n} (estimate)':<44} {noise_free(halves[0]):6.3f} {noise_free(halves[1]):6.3f}")
 
 
 def _seed_means(table: dict[str, dict], gt: dict[str, float], names: list[str], big: list[str]) -> None:
