@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--lp-dev", type=int, default=6000, help="regrade: dev glosses it is read on")
     parser.add_argument("--band", type=float, nargs=2, metavar=("MIN", "MAX"),
                         help="front-report: which genome of this pixel4 latency band (ms) the score ranks first, and its true place")
+    parser.add_argument("--weights", type=float, nargs="+", default=[], metavar="W",
+                        help="front-report: also each tag's tau with the parameter term at these weights")
     parser.add_argument("--draw-seed", type=int, default=11, help="draw: the space sampler's seed")
     parser.add_argument("--count", type=int, default=8, help="draw: how many genomes")
     parser.add_argument("--params", type=float, nargs=2, default=[10, 30], metavar=("MIN", "MAX"), help="draw: millions of parameters")

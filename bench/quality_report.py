@@ -432,8 +432,8 @@ def run_front_report(args) -> None:
         return {row["name"]: float(row["score"]) for row in _read_list(BUDGET_CSV) if row["name"] in genomes
                 and row["status"] == "ok" and row["steps"] == "240" and row["seed"] == str(seed) and float(row["lr"]) == lr}
 
-    def with_term(cosine: dict[str, float]) -> dict[str, float]:
-        return {n: v + PARAMS_WEIGHT * math.log(params[n] / 1e6) for n, v in cosine.items()}
+    def with_term(cosine: dict[str, float], weight: float = PARAMS_WEIGHT) -> dict[str, float]:
+        return {n: v + weight * math.log(params[n] / 1e6) for n, v in cosine.items()}
 
     score = with_term(cosine_at(MEASURED_LR))
     alone = cosine_at(1e-3)  # session 7's default: lr 1e-3, the cosine alone
@@ -471,6 +471,11 @@ def run_front_report(args) -> None:
         print(f"  parameter count: {_tau(params, gt, own):.3f}")
         if all(n in alone for n in own):
             print(f"  session 7's score (seed 0): {_tau(alone, gt, own):.3f}")
+        for weight in args.weights:  # the same score with another weight on the term
+            taus = [_tau(with_term(cosine_at(MEASURED_LR, seed), weight), gt, own) for seed in (0, 1)
+                    if all(n in cosine_at(MEASURED_LR, seed) for n in own)]
+            if taus:
+                print(f"  the 240-step cosine + {weight:g} ln(params / 1M), mean of {len(taus)} seed(s)' taus: {sum(taus) / len(taus):.3f}")
     if args.band:
         low, high = args.band
         band = [n for n in gt if low <= latency[n] <= high and n in score]
