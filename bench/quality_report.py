@@ -458,8 +458,10 @@ def run_front_report(args) -> None:
         missed = _misses(pairs, values)
         print(f"{label}: Kendall tau {_tau(values, gt, both):.3f} over these {len(both)} genomes; reference pairs "
               f"{len(pairs) - len(missed)}/{len(pairs)}" + (f", misses {', '.join(missed)}" if missed else ""))
-    for tag in tags:  # each run of outside genomes on its own: how the score carries to genomes it was not chosen on
-        own = [n for n in gt if n.startswith(f"{tag}-")]
+    groups = {tag: [n for n in gt if n.startswith(f"{tag}-")] for tag in tags}
+    if len(tags) > 1:
+        groups[" + ".join(tags)] = [n for own in list(groups.values()) for n in own]
+    for tag, own in groups.items():  # each run of outside genomes, and all of them: how the score carries to genomes it was not chosen on
         print(f"\n{tag}: {len(own)} genomes; Kendall tau against their ground truth")
         seeded = {seed: with_term(cosine_at(MEASURED_LR, seed)) for seed in (0, 1)}
         taus = [_tau(values, gt, own) for values in seeded.values() if all(n in values for n in own)]
