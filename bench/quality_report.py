@@ -435,7 +435,8 @@ def run_front_report(args) -> None:
     def with_term(cosine: dict[str, float], weight: float = PARAMS_WEIGHT) -> dict[str, float]:
         return {n: v + weight * math.log(params[n] / 1e6) for n, v in cosine.items()}
 
-    score = with_term(cosine_at(MEASURED_LR))
+    cosine = {seed: cosine_at(MEASURED_LR, seed) for seed in (0, 1)}  # read once; each tag and weight reuses them
+    score = with_term(cosine[0])
     alone = cosine_at(1e-3)  # session 7's default: lr 1e-3, the cosine alone
     scorer = CheapScorer(["latency_ms@pixel4"])
     latency = {n: scorer.scores(a)["latency_ms@pixel4"] for n, a in genomes.items()}
@@ -463,7 +464,7 @@ def run_front_report(args) -> None:
         groups[" + ".join(tags)] = [n for own in list(groups.values()) for n in own]
     for tag, own in groups.items():  # each run of outside genomes, and all of them: how the score carries to genomes it was not chosen on
         print(f"\n{tag}: {len(own)} genomes; Kendall tau against their ground truth")
-        seeded = {seed: with_term(cosine_at(MEASURED_LR, seed)) for seed in (0, 1)}
+        seeded = {seed: with_term(values) for seed, values in cosine.items()}
         taus = [_tau(values, gt, own) for values in seeded.values() if all(n in values for n in own)]
         for seed, values in seeded.items():
             if all(n in values for n in own):
@@ -474,8 +475,7 @@ def run_front_report(args) -> None:
         if all(n in alone for n in own):
             print(f"  session 7's score (seed 0): {_tau(alone, gt, own):.3f}")
         for weight in args.weights:  # the same score with another weight on the term
-            taus = [_tau(with_term(cosine_at(MEASURED_LR, seed), weight), gt, own) for seed in (0, 1)
-                    if all(n in cosine_at(MEASURED_LR, seed) for n in own)]
+            taus = [_tau(with_term(values, weight), gt, own) for values in cosine.values() if all(n in values for n in own)]
             if taus:
                 print(f"  the 240-step cosine + {weight:g} ln(params / 1M), mean of {len(taus)} seed(s)' taus: {sum(taus) / len(taus):.3f}")
     if args.band:
