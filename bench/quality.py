@@ -33,6 +33,7 @@ quality_report.py (report); quality_common.py holds the genome set and the resul
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import nas
 from nas.distill.cli import _positive_float  # nas distill --lr's check: one line, exit 2
@@ -59,6 +60,10 @@ def main() -> None:
                         help="ground, regrade, extra-task, report: the distillation seed of the ground-truth run (each seed keeps its own files)")
     parser.add_argument("--also-runs", nargs="+", type=parse_run, default=[], metavar="STEPS[:SEED]",
                         help="report: average the linear-probe ground truth of these runs with --distill-steps' run, e.g. 1280 1280:1")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="ground: sequences per distillation step (8, DistillConfig's, on the CPU; more where a GPU makes a step cost the same)")
+    parser.add_argument("--teacher", help="ground: the teacher (a transformers folder or hub id, or a genome with weights; default the embedded all-MiniLM-L6-v2)")
+    parser.add_argument("--out", help="genomes: also write each genome of the set to OUT/NAME.json (for ground --genome-files)")
     parser.add_argument("--grade", choices=["finetune", "lp"], default="finetune",
                         help="ground: fine-tune each snapshot on two tasks (the first reading), or grade it with regrade's linear probe")
     parser.add_argument("--train-examples", type=int, default=1000)
@@ -80,8 +85,12 @@ def main() -> None:
     parser.add_argument("--latency", type=float, nargs=2, default=[20, 80], metavar=("MIN", "MAX"), help="draw: pixel4 ms")
     args = parser.parse_args()
     if args.command == "genomes":
+        if args.out and Path(args.out).exists():
+            usage_error(f"--out {args.out} exists: the set is written into a new folder (remove it, or choose another)")
         for name, arch in genome_set().items():
             cost = nas.count(arch, 128)
+            if args.out:
+                arch.save(Path(args.out) / f"{name}.json")
             print(f"{name:<20} {cost.params / 1e6:6.2f}M {2 * cost.macs / 1e9:7.2f} GFLOPs  {arch.id}")
         return
     if args.command == "draw":

@@ -108,12 +108,13 @@ def read_rows(path: Path) -> dict[str, dict]:
     return {row["name"]: row for row in _read_list(path)}
 
 
-def provenance(threads: int) -> dict:
+def provenance(threads: int, device: torch.device | None = None) -> dict:
     from nas.precision import cpu_model
 
     import transformers
 
-    return {
+    gpu = {"gpu": torch.cuda.get_device_name(device)} if device is not None and device.type == "cuda" else {}
+    return gpu | {
         "hardware": cpu_model(),
         "machine": platform.node(),
         "threads": threads,

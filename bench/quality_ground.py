@@ -51,7 +51,7 @@ def save_snapshots(name: str, result, files: GroundFiles) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     result.arch.save(folder / "genome.json")
     for step, state in result.snapshots.items():
-        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / f"{step}.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / f"{step}.safetensors"))
 
 
 def run_ground(args) -> None:
@@ -65,21 +65,24 @@ def run_ground(args) -> None:
         usage_error(f"--tag {args.tag}: ground writes one run; give one name")
     if args.genome_files and not args.tag:
         usage_error("--genome-files needs --tag NAME, so that genomes outside the set keep files of their own")
+    if args.batch_size <= 0:
+        usage_error(f"--batch-size {args.batch_size}: must be a positive number of sequences")
     if args.distill_steps <= 0 or args.distill_steps % 160:
         usage_error(f"--distill-steps {args.distill_steps}: must be a positive multiple of 160 (snapshots at half and at the full budget, checkpoints every 80 steps)")
     genomes = selected(args)
     files = ground_files(args.distill_steps, args.ground_seed, args.tag)
     todo = [n for n in genomes if n not in done_names(files.csv)]
     # --grade lp: no fine-tune; the linear-probe grade (regrade's) runs on each student as soon as it is distilled
-    grader = LinearProbeGrader(args) if args.grade == "lp" else None
+    grader = LinearProbeGrader(args, DistillConfig(teacher=args.teacher).resolved_hardware[0]) if args.grade == "lp" else None
     tasks = {} if grader else {key: (load_task(name, max_train=args.train_examples, max_dev=args.dev_examples), seq)
                                for key, (name, seq) in TASKS.items()}
     ft_config = FinetuneConfig(lrs=tuple(args.lrs), epochs=args.epochs, threads=args.threads, seed=0)
     steps = args.distill_steps
     half = steps // 2
     config = DistillConfig(steps=steps, seed=files.seed, threads=args.threads, num_checkpoints=steps // 80, heldout_examples=64,
-                           **MEASURED)
-    prov = provenance(args.threads)
+                           batch_size=args.batch_size, teacher=args.teacher, **MEASURED)
+    device, _ = config.resolved_hardware
+    prov = provenance(args.threads, device)
     if args.reverse:
         todo.reverse()
     for name in tqdm(todo, desc="ground truth", unit="genome"):
@@ -102,7 +105,7 @@ def run_ground(args) -> None:
         distill_s = time.perf_counter() - began
         if grader is not None:
             row |= {"distill_s": round(distill_s, 1), "precision": result.precision, "reason": "", "settings": json.dumps({
-                "distill": {k: v for k, v in config.to_dict().items() if k in ("steps", "batch_size", "seq_len", "lr", "seed")},
+                "distill": {k: v for k, v in config.to_dict().items() if k in ("steps", "batch_size", "seq_len", "lr", "seed", "teacher")},
                 "grade": "lp", "provenance": prov})}
             append_row(files.csv, _complete_ground_row(row))  # the distillation is kept before it is graded
             graded = grader.grade(name, files, steps)
@@ -206,15 +209,16 @@ class LinearProbeGrader:
     pooled features of --lp-train glosses, read on --lp-dev dev glosses, for the 45 supersenses and
     the 4 parts of speech of the same glosses. One row per genome in the run's lp CSV."""
 
-    def __init__(self, args) -> None:
+    def __init__(self, args, device: torch.device = torch.device("cpu")) -> None:
         from nas.distill.teacher import load_teacher
         from nas.finetune.run import encode
         from nas.finetune.tasks import load_task
         from nas.precision import resolve_precision
 
         self.args = args
+        self.device = device  # where the features are computed (the head is fit on the CPU)
         task = load_task("wordnet-supersense", max_train=args.lp_train, max_dev=args.lp_dev)
-        tokenizer = load_teacher(None).tokenizer
+        tokenizer = load_teacher(args.teacher).tokenizer
         self.splits = {"train": encode(tokenizer, task.train_texts, None, task.train_labels, TASKS["supersense"][1]),
                        "dev": encode(tokenizer, task.dev_texts, None, task.dev_labels, TASKS["supersense"][1])}
         pos_names = sorted({label.split(".")[0] for label in task.label_names})
@@ -222,7 +226,7 @@ class LinearProbeGrader:
         self.labels = {"supersense": {k: v.labels for k, v in self.splits.items()},
                        "pos": {k: to_pos[v.labels] for k, v in self.splits.items()}}
         self.counts = {"supersense": task.num_labels, "pos": len(pos_names)}
-        self.precision = resolve_precision("auto", torch.device("cpu"))
+        self.precision = resolve_precision("auto", device)
 
     def grade(self, name: str, files: GroundFiles, steps: int) -> dict | None:
         """Grade and append one genome's row; None when it is done already or another process has it."""
@@ -247,7 +251,7 @@ class LinearProbeGrader:
                 if encoder is None:
                     encoder = build_model(arch)
                 encoder.load_state_dict(load_file(str(files.students / name / f"{step}.safetensors")))
-                features = {k: pooled_features(encoder, v, 64, self.precision) for k, v in self.splits.items()}
+                features = {k: pooled_features(encoder, v, 64, self.precision, self.device) for k, v in self.splits.items()}
                 save_file(features, str(cache))
             for key in LP_TASKS:
                 head, _ = fit_linear_head(features["train"], self.labels[key]["train"], self.counts[key])
@@ -258,7 +262,7 @@ class LinearProbeGrader:
         row["seconds"] = round(time.perf_counter() - began, 1)
         row["settings"] = json.dumps({"train_examples": len(self.splits["train"].labels), "dev_examples": len(self.splits["dev"].labels),
                                       "seq_len": TASKS["supersense"][1], "precision": self.precision, "head": f"fit_linear_head: L-BFGS, {HEAD_FIT_ITERATIONS} iterations",
-                                      "provenance": provenance(self.args.threads)})
+                                      "provenance": provenance(self.args.threads, self.device)})
         append_row(files.lp_csv, row)
         return row
 

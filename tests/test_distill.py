@@ -183,15 +183,26 @@ def test_windows_are_framed_padded_and_split_deterministically():
     assert not set(a[0].flatten().tolist()) & set(a[2].flatten().tolist())
 
 
-def test_embedded_corpus_and_local_files_load_through_datasets(tmp_path):
+def test_embedded_corpus_and_local_files_load(tmp_path):
     texts, source = load_texts(None)
     assert EMBEDDED_CORPUS in source and len(texts) > 50 and any("if_stmt" in t for t in texts)
+    assert all(t == t.strip() and t for t in texts)
     (tmp_path / "c.txt").write_text("First paragraph here.\nStill the first.\n\nSecond one.\n")
     assert load_texts(str(tmp_path / "c.txt"))[0] == ["First paragraph here.\nStill the first.", "Second one."]
     (tmp_path / "c.csv").write_text("id,sentence\n1,hello there\n2,general kenobi\n")
     assert load_texts(str(tmp_path / "c.csv"), text_column="sentence")[0] == ["hello there", "general kenobi"]
     (tmp_path / "c.jsonl").write_text('{"text": "a json line"}\n{"text": ""}\n')
     assert load_texts(str(tmp_path / "c.jsonl"))[0] == ["a json line"]
+
+
+def test_embedded_corpus_needs_no_datasets_package():
+    # a GPU image without `datasets` distils on the embedded corpus; files and hub names still need it
+    code = ("import sys; sys.modules['datasets'] = None\n"
+            "from nas.distill.data import load_texts\n"
+            "texts, source = load_texts(None); print(len(texts))\n"
+            "try:\n    load_texts('some/hub-name')\nexcept ImportError:\n    print('hub needs datasets')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) == len(load_texts(None)[0]) and out[1:] == ["hub", "needs", "datasets"]
 
 
 def test_tokenized_corpus_is_cached_on_disk(config):

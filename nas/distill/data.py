@@ -43,7 +43,9 @@ def load_texts(spec: str | None, text_column: str = "text", cache_dir: str | Non
     ``spec``: None (the embedded Python reference manual), a local .txt/.md (one record per
     paragraph), .csv/.tsv, .json/.jsonl or .parquet file, or a hub dataset ``NAME[:CONFIG]`` (online).
     """
-    import datasets
+    if spec is None or spec == EMBEDDED_CORPUS:
+        return _embedded_texts()
+    import datasets  # seconds to import: only for files and hub datasets
 
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # a search loads corpora in many workers; keep their logs clean
@@ -54,16 +56,9 @@ def load_texts(spec: str | None, text_column: str = "text", cache_dir: str | Non
             datasets.enable_progress_bars()
 
 
-def _load_texts(datasets, spec: str | None, text_column: str, cache_dir: str | None) -> tuple[list[str], str]:
+def _load_texts(datasets, spec: str, text_column: str, cache_dir: str | None) -> tuple[list[str], str]:
     hf_cache = str(Path(cache_dir) / "datasets") if cache_dir else None
-    if spec is None or spec == EMBEDDED_CORPUS:
-        import pydoc_data.topics
-
-        topics = pydoc_data.topics.topics
-        dataset = datasets.Dataset.from_dict({"text": [topics[name] for name in sorted(topics)]})
-        text_column = "text"
-        where = f"{EMBEDDED_CORPUS} (pydoc_data.topics of CPython {sys.version.split()[0]}, {len(topics)} topics)"
-    elif Path(spec).expanduser().exists():
+    if Path(spec).expanduser().exists():
         path = Path(spec).expanduser()
         builder = _TEXT_BUILDERS.get(path.suffix.lower())
         if path.is_dir() or builder is None:
@@ -93,12 +88,25 @@ def _load_texts(datasets, spec: str | None, text_column: str, cache_dir: str | N
             f"corpus {spec}: no column {text_column!r}; columns: {', '.join(dataset.column_names) or 'none'} "
             "(choose one with --text-column)"
         )
-    texts = [t.strip() for t in dataset[text_column] if isinstance(t, str) and t.strip()]
+    texts = _usable(dataset[text_column])
     if not texts:
         raise DistillError(
             f"corpus {spec or EMBEDDED_CORPUS}: no usable text (column {text_column!r} holds no non-empty strings)"
         )
     return texts, where
+
+
+def _embedded_texts() -> tuple[list[str], str]:
+    import pydoc_data.topics
+
+    topics = pydoc_data.topics.topics
+    where = f"{EMBEDDED_CORPUS} (pydoc_data.topics of CPython {sys.version.split()[0]}, {len(topics)} topics)"
+    return _usable(topics[name] for name in sorted(topics)), where
+
+
+def _usable(texts) -> list[str]:
+    """The non-empty strings, stripped."""
+    return [t.strip() for t in texts if isinstance(t, str) and t.strip()]
 
 
 # ---- windows -------------------------------------------------------------------------------
