@@ -70,6 +70,14 @@ def run_ground(args) -> None:
     if args.distill_steps <= 0 or args.distill_steps % 160:
         usage_error(f"--distill-steps {args.distill_steps}: must be a positive multiple of 160 (snapshots at half and at the full budget, checkpoints every 80 steps)")
     genomes = selected(args)
+    if args.teacher:  # a bad teacher is one line before anything is distilled
+        from nas.distill.teacher import load_teacher
+        from nas.errors import NasError
+
+        try:
+            load_teacher(args.teacher)
+        except NasError as err:
+            usage_error(f"--teacher: {err}")
     files = ground_files(args.distill_steps, args.ground_seed, args.tag)
     todo = [n for n in genomes if n not in done_names(files.csv)]
     # --grade lp: no fine-tune; the linear-probe grade (regrade's) runs on each student as soon as it is distilled
