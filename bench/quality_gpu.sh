@@ -13,6 +13,7 @@
 # A second call resumes: finished genomes are skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the package from this checkout, installed or not
 if [ $# -lt 2 ] || [ ! -d "$2" ]; then
     echo "usage: bash bench/quality_gpu.sh TAG GENOME_DIR [TEACHER]  (GENOME_DIR: a folder of genome JSON files)" >&2
     exit 2
