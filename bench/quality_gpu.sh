@@ -10,7 +10,7 @@
 # GPU run takes BATCH sequences a step where the CPU run takes 8. Settings, from the environment:
 #   STEPS (1280), BATCH (32), SEEDS ("0 1"), WORKERS (8 per seed), LIMIT_S (0: none; else each worker
 #   stops after that many seconds, its finished rows kept), PY (python3), LOGS (runs/quality/logs-TAG).
-# A second call resumes: finished genomes are skipped.
+# A second call resumes: finished genomes are skipped, and one distilled but not yet graded is graded.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the package from this checkout, installed or not

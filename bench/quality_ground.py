@@ -79,9 +79,9 @@ def run_ground(args) -> None:
         except NasError as err:
             usage_error(f"--teacher: {err}")
     files = ground_files(args.distill_steps, args.ground_seed, args.tag)
-    todo = [n for n in genomes if n not in done_names(files.csv)]
     # --grade lp: no fine-tune; the linear-probe grade (regrade's) runs on each student as soon as it is distilled
     grader = LinearProbeGrader(args, DistillConfig(teacher=args.teacher).resolved_hardware[0]) if args.grade == "lp" else None
+    todo = [n for n in genomes if n not in done_names(files.lp_csv if grader else files.csv)]
     tasks = {} if grader else {key: (load_task(name, max_train=args.train_examples, max_dev=args.dev_examples), seq)
                                for key, (name, seq) in TASKS.items()}
     ft_config = FinetuneConfig(lrs=tuple(args.lrs), epochs=args.epochs, threads=args.threads, seed=0)
@@ -94,8 +94,14 @@ def run_ground(args) -> None:
     if args.reverse:
         todo.reverse()
     for name in tqdm(todo, desc="ground truth", unit="genome"):
-        if name in done_names(files.csv) or _claimed_by_another(files.students / name / "claimed"):
-            continue  # finished, or being run by another live process (one per core)
+        if name in done_names(files.csv):
+            if grader is not None and (files.students / name / f"{steps}.safetensors").exists():
+                graded = grader.grade(name, files, steps)  # distilled before a stop, not graded yet
+                if graded is not None:
+                    tqdm.write(f"{name}: " + grader.summary(graded))
+            continue
+        if _claimed_by_another(files.students / name / "claimed"):
+            continue  # being run by another live process (one per core)
         (files.students / name).mkdir(parents=True, exist_ok=True)
         (files.students / name / "claimed").write_text(str(os.getpid()))
         arch = genomes[name]
