@@ -462,6 +462,10 @@ def run_front_report(args) -> None:
     groups = {tag: [n for n in gt if n.startswith(f"{tag}-")] for tag in tags}
     if len(tags) > 1:
         groups[" + ".join(tags)] = [n for own in list(groups.values()) for n in own]
+    if len(tags) > 1:  # the goal's second half: the held-out genomes above 10M
+        big = [n for n in groups[" + ".join(tags)] if params[n] > 10e6]
+        if len(big) >= 3:
+            groups[f"{' + '.join(tags)}, above 10M"] = big
     for tag, own in groups.items():  # each run of outside genomes, and all of them: how the score carries to genomes it was not chosen on
         print(f"\n{tag}: {len(own)} genomes; Kendall tau against their ground truth")
         seeded = {seed: with_term(values) for seed, values in cosine.items()}
