@@ -44,45 +44,75 @@ from quality_report import run_front_report, run_report
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["genomes", "draw", "ground", "extra-task", "regrade", "proxies", "readouts", "budgets", "report", "front-report"])
-    parser.add_argument("--task", default="wordnet-pos", help="extra-task: the embedded task to fine-tune the kept students on")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", help="comma-separated genome names")
-    parser.add_argument("--genome-files", nargs="+", metavar="GENOME.json",
-                        help="ground, budgets, front-report: these genomes (named by file stem) instead of the set")
-    parser.add_argument("--tag", default="", help="ground, draw, front-report: the name of a run of --genome-files (its own result files); front-report takes several, comma-separated")
-    parser.add_argument("--gt-tasks", default="supersense,pair", help="report: the tasks whose mean accuracy is the ground truth")
-    parser.add_argument("--reverse", action="store_true", help="work through the genomes from the end (a second process)")
-    parser.add_argument("--distill-steps", type=int, default=640,
-                        help="ground: the long run's budget; regrade, extra-task, report: which ground-truth run to read "
-                             "(640 = the first; another budget keeps its own files)")
-    parser.add_argument("--ground-seed", type=int, default=0,
-                        help="ground, regrade, extra-task, report: the distillation seed of the ground-truth run (each seed keeps its own files)")
-    parser.add_argument("--also-runs", nargs="+", type=parse_run, default=[], metavar="STEPS[:SEED]",
-                        help="report: average the linear-probe ground truth of these runs with --distill-steps' run, e.g. 1280 1280:1")
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="ground: sequences per distillation step (8, DistillConfig's, on the CPU; more where a GPU makes a step cost the same)")
-    parser.add_argument("--teacher", help="ground: the teacher (a transformers folder or hub id, or a genome with weights; default the embedded all-MiniLM-L6-v2)")
-    parser.add_argument("--out", help="genomes: also write each genome of the set to OUT/NAME.json (for ground --genome-files)")
-    parser.add_argument("--grade", choices=["finetune", "lp"], default="finetune",
-                        help="ground: fine-tune each snapshot on two tasks (the first reading), or grade it with regrade's linear probe")
-    parser.add_argument("--train-examples", type=int, default=1000)
-    parser.add_argument("--dev-examples", type=int, default=400)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3])
-    parser.add_argument("--budgets", type=int, nargs="+", default=[240, 480], help="budgets: distillation steps")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="budgets: the runs' seeds (student init and data order)")
-    parser.add_argument("--lr", type=_positive_float, help="budgets: the runs' peak learning rate (default: DistillConfig's)")
-    parser.add_argument("--lp-train", type=int, default=8000, help="regrade: glosses the linear head is fit on")
-    parser.add_argument("--lp-dev", type=int, default=6000, help="regrade: dev glosses it is read on")
-    parser.add_argument("--band", type=float, nargs=2, metavar=("MIN", "MAX"),
-                        help="front-report: which genome of this pixel4 latency band (ms) the score ranks first, and its true place")
-    parser.add_argument("--weights", type=float, nargs="+", default=[], metavar="W",
-                        help="front-report: also each tag's tau with the parameter term at these weights")
-    parser.add_argument("--draw-seed", type=int, default=11, help="draw: the space sampler's seed")
-    parser.add_argument("--count", type=int, default=8, help="draw: how many genomes")
-    parser.add_argument("--params", type=float, nargs=2, default=[10, 30], metavar=("MIN", "MAX"), help="draw: millions of parameters")
-    parser.add_argument("--latency", type=float, nargs=2, default=[20, 80], metavar=("MIN", "MAX"), help="draw: pixel4 ms")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def flags(*groups: str) -> argparse.ArgumentParser:
+        """A parent parser holding the flags several commands share."""
+        shared = argparse.ArgumentParser(add_help=False)
+        for group in groups:
+            if group == "threads":
+                shared.add_argument("--threads", type=int, default=1, help="torch threads of this process")
+            elif group == "genomes":
+                shared.add_argument("--only", help="comma-separated genome names of the set")
+                shared.add_argument("--genome-files", nargs="+", metavar="GENOME.json",
+                                    help="these genomes (named by file stem) instead of the set")
+            elif group == "run":
+                shared.add_argument("--distill-steps", type=int, default=640,
+                                    help="the ground-truth run's budget (640 = the first; another budget keeps its own files)")
+                shared.add_argument("--ground-seed", type=int, default=0,
+                                    help="the ground-truth run's distillation seed (each seed keeps its own files)")
+            elif group == "reverse":
+                shared.add_argument("--reverse", action="store_true", help="work through the genomes from the end (a second process)")
+            elif group == "finetune":
+                shared.add_argument("--train-examples", type=int, default=1000)
+                shared.add_argument("--dev-examples", type=int, default=400)
+                shared.add_argument("--epochs", type=int, default=2)
+                shared.add_argument("--lrs", type=float, nargs="+", default=[1e-3])
+            elif group == "lp":
+                shared.add_argument("--lp-train", type=int, default=8000, help="glosses the linear head is fit on")
+                shared.add_argument("--lp-dev", type=int, default=6000, help="dev glosses it is read on")
+                shared.add_argument("--teacher", help="the teacher (a transformers folder or hub id, or a genome with weights; "
+                                                      "default the embedded all-MiniLM-L6-v2)")
+            elif group == "report":
+                shared.add_argument("--gt-tasks", default="supersense,pair", help="the tasks whose mean accuracy is the ground truth")
+                shared.add_argument("--also-runs", nargs="+", type=parse_run, default=[], metavar="STEPS[:SEED]",
+                                    help="average the linear-probe ground truth of these runs with --distill-steps' run, e.g. 1280 1280:1")
+        return shared
+
+    def command(name: str, help: str, *groups: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, parents=[flags(*groups)])
+
+    sub = command("genomes", "the genome set: names, params, FLOPs")
+    sub.add_argument("--out", help="also write each genome of the set to OUT/NAME.json (for ground --genome-files)")
+    sub = command("draw", "held-out genomes: seeded space draws in a params/latency band, as genome files")
+    sub.add_argument("--tag", default="", help="the folder and name prefix of the genome files")
+    sub.add_argument("--draw-seed", type=int, default=11, help="the space sampler's seed")
+    sub.add_argument("--count", type=int, default=8, help="how many genomes")
+    sub.add_argument("--params", type=float, nargs=2, default=[10, 30], metavar=("MIN", "MAX"), help="millions of parameters")
+    sub.add_argument("--latency", type=float, nargs=2, default=[20, 80], metavar=("MIN", "MAX"), help="pixel4 ms")
+    sub = command("ground", "the ground truth: long distillation, then a downstream grade", "threads", "genomes", "run", "reverse", "finetune", "lp")
+    sub.add_argument("--tag", default="", help="the name of a run of --genome-files (its own result files)")
+    sub.add_argument("--grade", choices=["finetune", "lp"], default="finetune",
+                     help="fine-tune each snapshot on two tasks (the first reading), or grade it with regrade's linear probe")
+    sub.add_argument("--batch-size", type=int, default=8,
+                     help="sequences per distillation step (8, DistillConfig's, on the CPU; more where a GPU makes a step cost the same)")
+    sub = command("extra-task", "fine-tune the kept students on one more task", "threads", "run", "finetune")
+    sub.add_argument("--task", default="wordnet-pos", help="the embedded task to fine-tune the kept students on")
+    command("regrade", "the linear-probe grade of the kept students", "threads", "run", "reverse", "lp")
+    command("proxies", "the cheap scores a search could afford, on the same genomes", "threads", "genomes")
+    command("readouts", "other read-outs of a short run's features", "threads", "genomes", "reverse")
+    sub = command("budgets", "the default run's cosine at other budgets, seeds and learning rates", "threads", "genomes", "reverse")
+    sub.add_argument("--budgets", type=int, nargs="+", default=[240, 480], help="distillation steps")
+    sub.add_argument("--seeds", type=int, nargs="+", default=[0], help="the runs' seeds (student init and data order)")
+    sub.add_argument("--lr", type=_positive_float, help="the runs' peak learning rate (default: DistillConfig's)")
+    command("report", "the Kendall tau of every proxy against the ground truth", "run", "report")
+    sub = command("front-report", "genomes from outside the set beside it: their ground truth and the score's ranking", "genomes", "run", "report")
+    sub.add_argument("--tag", default="", help="the runs of --genome-files to read, comma-separated")
+    sub.add_argument("--seeds", type=int, nargs="+", default=[0], help="the ground-truth seeds of those runs")
+    sub.add_argument("--band", type=float, nargs=2, metavar=("MIN", "MAX"),
+                     help="which genome of this pixel4 latency band (ms) the score ranks first, and its true place")
+    sub.add_argument("--weights", type=float, nargs="+", default=[], metavar="W",
+                     help="also each tag's tau with the parameter term at these weights")
     args = parser.parse_args()
     if args.command == "genomes":
         if args.out and Path(args.out).exists():
