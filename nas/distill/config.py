@@ -29,8 +29,9 @@ class DistillConfig:
     distillations: 640 steps with four seeds, 1280 steps) it ranks 22 genomes of 1-29M parameters
     with Kendall tau 0.73 against the runs' mean (0.56 above 10M); against the fifth run, held out
     when it was chosen, 0.68 where session 7's default (lr 1e-3, the cosine alone) got 0.57.
-    Parameter count alone gets 0.47, and one long run ranks the mean of the other four at 0.74
-    (docs/quality.md). ``search()`` is the same with one checkpoint; ``quick()`` is a cheap
+    Parameter count alone gets 0.47, and one long run ranks the mean of the other four at 0.74.
+    On 32 genomes it was never chosen on (4-29M, two ground-truth seeds each) it ranks at 0.61,
+    0.50 above 10M; parameter count 0.51 and 0.42 (docs/quality.md). ``search()`` is the same with one checkpoint; ``quick()`` is a cheap
     smoke-test preset whose score is not a quality signal.
 
     ``teacher=None`` is the embedded all-MiniLM-L6-v2; ``data=None`` the embedded corpus (the Python
