@@ -4,7 +4,7 @@
 
 Writes, into a new folder:
 - ``teacher16/``: the embedded teacher's files, its weights rounded to fp16 (the fp32 file is 91 MB;
-  largest relative change 4.5e-4). ``widen`` turns it back into fp32 weights on the machine, so
+  largest relative change 4.5e-4). ``--widen`` turns it back into fp32 weights on the machine, so
   that transformers loads an fp32 teacher whatever its default dtype;
 - ``py/pydoc_data/``: this Python's reference manual, put ahead of the machine's own on PYTHONPATH,
   so that the embedded corpus is the one the CPU runs read (the lent image has another CPython);
@@ -28,36 +28,34 @@ TEACHER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "spec
 
 
 def bundle(out: Path) -> None:
+    """Write the bundle into OUT.partial, then rename it: a stopped run leaves no folder that looks complete."""
     import pydoc_data
-    from safetensors.torch import load_file, save_file
 
     from nas.distill.teacher import default_teacher_dir
 
-    source = default_teacher_dir()
-    (out / "teacher16").mkdir(parents=True)
-    for name in TEACHER_FILES:
-        shutil.copy(source / name, out / "teacher16" / name)
-    state = load_file(str(source / "model.safetensors"))
-    save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(out / "teacher16" / "model.safetensors"))
-    (out / "py" / "pydoc_data").mkdir(parents=True)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    copy_teacher(default_teacher_dir(), partial / "teacher16", "half")
+    (partial / "py" / "pydoc_data").mkdir(parents=True)
     for name in ("__init__.py", "topics.py"):
-        shutil.copy(Path(pydoc_data.__file__).parent / name, out / "py" / "pydoc_data" / name)
-    genomes = out / "genomes"
+        shutil.copy(Path(pydoc_data.__file__).parent / name, partial / "py" / "pydoc_data" / name)
+    genomes = partial / "genomes"
     for name, arch in genome_set().items():
         arch.save(genomes / f"{name}.json")
     for path in sorted(RESULTS.glob("*/*.json")):
         shutil.copy(path, genomes / path.name)
+    partial.rename(out)
 
 
-def widen(folder: Path, out: Path) -> None:
-    """fp16 teacher folder -> the same files with fp32 weights."""
+def copy_teacher(source: Path, dest: Path, dtype: str) -> None:
+    """The teacher's files, its floating-point weights cast to ``dtype`` ("half" to carry, "float" to load)."""
     from safetensors.torch import load_file, save_file
 
-    out.mkdir(parents=True, exist_ok=True)
+    dest.mkdir(parents=True, exist_ok=True)
     for name in TEACHER_FILES:
-        shutil.copy(folder / name, out / name)
-    state = load_file(str(folder / "model.safetensors"))
-    save_file({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, str(out / "model.safetensors"))
+        shutil.copy(source / name, dest / name)
+    state = load_file(str(source / "model.safetensors"))
+    save_file({k: getattr(v, dtype)() if v.is_floating_point() else v for k, v in state.items()}, str(dest / "model.safetensors"))
 
 
 def main() -> None:
@@ -67,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     if args.widen:
-        widen(out, Path(args.widen))
+        copy_teacher(out, Path(args.widen), "float")
         return
     if out.exists():
         usage_error(f"{out} exists: the bundle is written into a new folder")

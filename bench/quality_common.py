@@ -126,7 +126,7 @@ def provenance(threads: int, device: torch.device | None = None) -> dict:
 
 def usage_error(message: str) -> NoReturn:
     """Bad input to a bench command: one line on stderr, exit 2."""
-    print(f"quality.py: error: {message}", file=sys.stderr)
+    print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
     sys.exit(2)
 
 

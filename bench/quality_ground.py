@@ -79,18 +79,18 @@ def run_ground(args) -> None:
         except NasError as err:
             usage_error(f"--teacher: {err}")
     files = ground_files(args.distill_steps, args.ground_seed, args.tag)
-    # --grade lp: no fine-tune; the linear-probe grade (regrade's) runs on each student as soon as it is distilled
-    grader = LinearProbeGrader(args, DistillConfig(teacher=args.teacher).resolved_hardware[0]) if args.grade == "lp" else None
-    todo = [n for n in genomes if n not in done_names(files.lp_csv if grader else files.csv)]
-    tasks = {} if grader else {key: (load_task(name, max_train=args.train_examples, max_dev=args.dev_examples), seq)
-                               for key, (name, seq) in TASKS.items()}
-    ft_config = FinetuneConfig(lrs=tuple(args.lrs), epochs=args.epochs, threads=args.threads, seed=0)
     steps = args.distill_steps
     half = steps // 2
     config = DistillConfig(steps=steps, seed=files.seed, threads=args.threads, num_checkpoints=steps // 80, heldout_examples=64,
                            batch_size=args.batch_size, teacher=args.teacher, **MEASURED)
     device, _ = config.resolved_hardware
     prov = provenance(args.threads, device)
+    # --grade lp: no fine-tune; the linear-probe grade (regrade's) runs on each student as soon as it is distilled
+    grader = LinearProbeGrader(args, device) if args.grade == "lp" else None
+    todo = [n for n in genomes if n not in done_names(files.lp_csv if grader else files.csv)]
+    tasks = {} if grader else {key: (load_task(name, max_train=args.train_examples, max_dev=args.dev_examples), seq)
+                               for key, (name, seq) in TASKS.items()}
+    ft_config = FinetuneConfig(lrs=tuple(args.lrs), epochs=args.epochs, threads=args.threads, seed=0)
     if args.reverse:
         todo.reverse()
     for name in tqdm(todo, desc="ground truth", unit="genome"):

@@ -460,10 +460,10 @@ def run_front_report(args) -> None:
         print(f"{label}: Kendall tau {_tau(values, gt, both):.3f} over these {len(both)} genomes; reference pairs "
               f"{len(pairs) - len(missed)}/{len(pairs)}" + (f", misses {', '.join(missed)}" if missed else ""))
     groups = {tag: [n for n in gt if n.startswith(f"{tag}-")] for tag in tags}
-    if len(tags) > 1:
-        groups[" + ".join(tags)] = [n for own in list(groups.values()) for n in own]
-    if len(tags) > 1:  # the goal's second half: the held-out genomes above 10M
-        big = [n for n in groups[" + ".join(tags)] if params[n] > 10e6]
+    if len(tags) > 1:  # all of them together, and (the goal's second half) those above 10M
+        together = [n for own in groups.values() for n in own]
+        groups[" + ".join(tags)] = together
+        big = [n for n in together if params[n] > 10e6]
         if len(big) >= 3:
             groups[f"{' + '.join(tags)}, above 10M"] = big
     for tag, own in groups.items():  # each run of outside genomes, and all of them: how the score carries to genomes it was not chosen on

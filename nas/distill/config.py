@@ -31,8 +31,8 @@ class DistillConfig:
     when it was chosen, 0.68 where session 7's default (lr 1e-3, the cosine alone) got 0.57.
     Parameter count alone gets 0.47, and one long run ranks the mean of the other four at 0.74.
     On 32 genomes it was never chosen on (4-29M, two ground-truth seeds each) it ranks at 0.61,
-    0.50 above 10M; parameter count 0.51 and 0.42 (docs/quality.md). ``search()`` is the same with one checkpoint; ``quick()`` is a cheap
-    smoke-test preset whose score is not a quality signal.
+    0.50 above 10M; parameter count 0.51 and 0.42 (docs/quality.md). ``search()`` is the same
+    with one checkpoint; ``quick()`` is a cheap smoke-test preset whose score is not a quality signal.
 
     ``teacher=None`` is the embedded all-MiniLM-L6-v2; ``data=None`` the embedded corpus (the Python
     reference manual from ``pydoc_data.topics``); ``threads=None`` the CPUs this process may use.

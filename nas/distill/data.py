@@ -91,7 +91,7 @@ def _load_texts(datasets, spec: str, text_column: str, cache_dir: str | None) ->
     texts = _usable(dataset[text_column])
     if not texts:
         raise DistillError(
-            f"corpus {spec or EMBEDDED_CORPUS}: no usable text (column {text_column!r} holds no non-empty strings)"
+            f"corpus {spec}: no usable text (column {text_column!r} holds no non-empty strings)"
         )
     return texts, where
 
