@@ -45,7 +45,12 @@ def tau(a, b) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tags", default="front8,band8,band8b,draw8c", help="runs of genomes outside the set to include")
+    parser.add_argument("--against", metavar="TAG", help="instead: a longer run's genomes (e.g. gpu-b32, 1280 steps, seeds 0 and 1) "
+                        "against the CPU ground truth of the same genomes; its own seeds and its half budget")
     args = parser.parse_args()
+    if args.against:
+        compare_run(args.against, args.tags.split(","))
+        return
     runs = [read_rows(r.lp_csv) for r in [ground_files(640, 0), ground_files(1280, 0), *[ground_files(640, s) for s in (1, 2, 3, 4)]]]
     arch = dict(genome_set())
     gt = {n: sum(lp_ground_truth(r[n], TASKS) for r in runs) / len(runs) for n in arch}
@@ -97,6 +102,25 @@ def main() -> None:
         loo = np.array([x[i] @ np.linalg.lstsq(np.delete(x, i, 0), np.delete(y, i), rcond=None)[0] for i in range(len(y))])
         fitted = x @ np.linalg.lstsq(x, y, rcond=None)[0]
         print(f"   {' + '.join(cols):<40} {tau(loo, y):.3f} / {tau(fitted, y):.3f}")
+
+
+def compare_run(tag: str, tags: list[str], steps: int = 1280) -> None:
+    cpu_runs = [ground_files(640, 0), ground_files(1280, 0), *[ground_files(640, s) for s in (1, 2, 3, 4)],
+                *[ground_files(640, s, t) for t in tags for s in (0, 1)]]
+    cpu: dict[str, list[float]] = {}
+    for run in cpu_runs:
+        for name, row in read_rows(run.lp_csv).items():
+            cpu.setdefault(name, []).append(lp_ground_truth(row, TASKS))
+    seeds = [read_rows(ground_files(steps, s, tag).lp_csv) for s in (0, 1)]
+    names = sorted(set(seeds[0]) & set(seeds[1]) & set(cpu))
+    full = [[lp_ground_truth(run[n], TASKS) for n in names] for run in seeds]
+    half = [[lp_ground_truth(run[n], TASKS, "half") for n in names] for run in seeds]
+    mean, cpu_mean = np.mean(full, axis=0), [np.mean(cpu[n]) for n in names]
+    for i, n in enumerate(names):
+        print(f"{n:<24} {tag} {full[0][i]:.4f} / {full[1][i]:.4f}   CPU runs ({len(cpu[n])}) {cpu_mean[i]:.4f}")
+    print(f"mean: {tag} {mean.mean():.4f} (half budget {np.mean(half):.4f}), CPU {np.mean(cpu_mean):.4f}")
+    print(f"tau: seed 0 vs seed 1 {tau(full[0], full[1]):.2f}; {tag} mean vs CPU mean {tau(mean, cpu_mean):.2f}; "
+          f"half vs full (means of seeds) {tau(np.mean(half, axis=0), mean):.2f}")
 
 
 if __name__ == "__main__":
