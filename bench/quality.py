@@ -105,6 +105,8 @@ def main() -> None:
     sub.add_argument("--budgets", type=int, nargs="+", default=[240, 480], help="distillation steps")
     sub.add_argument("--seeds", type=int, nargs="+", default=[0], help="the runs' seeds (student init and data order)")
     sub.add_argument("--lr", type=_positive_float, help="the runs' peak learning rate (default: DistillConfig's)")
+    sub.add_argument("--score", choices=["cosine", "lp"], default="cosine",
+                     help="read each run by its cosine to the teacher, or by the lp probe (its own CSV, the cosine beside it)")
     command("report", "the Kendall tau of every proxy against the ground truth", "run", "report")
     sub = command("front-report", "genomes from outside the set beside it: their ground truth and the score's ranking", "genomes", "run", "report")
     sub.add_argument("--tag", default="", help="the runs of --genome-files to read, comma-separated")

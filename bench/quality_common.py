@@ -199,6 +199,7 @@ def lp_ground_truth(row: dict, tasks: list[str], budget: str = "full") -> float:
 LP_TASKS = ("supersense", "pos")  # one set of glosses, two label sets: the lexicographer file, its part of speech
 READOUT_CSV = RESULTS / "quality_readouts.csv"
 BUDGET_CSV = RESULTS / "quality_budgets.csv"
+LP_BUDGET_CSV = RESULTS / "quality_budgets_lp.csv"  # the same runs read by the lp probe (budgets --score lp)
 # What every bench run is measured at, pinned where it runs because DistillConfig's defaults move:
 # the peak learning rate of every run before session 7 (the budget CSV records each row's lr), and
 # the read-out alone as the score (the report adds the parameter term itself).

@@ -10,7 +10,7 @@ import torch
 
 import nas
 from quality_common import (
-    BUDGET_CSV, MEASURED, PROXY_CSV, READOUT_CSV, STUDENTS, TASKS, _claimed_by_another, _read_list, append_row, done_names, selected,
+    BUDGET_CSV, LP_BUDGET_CSV, MEASURED, PROXY_CSV, READOUT_CSV, STUDENTS, TASKS, _claimed_by_another, _read_list, append_row, done_names, selected,
 )  # fmt: skip
 
 
@@ -137,9 +137,10 @@ def _both_features(encoder, data, precision: str) -> tuple[torch.Tensor, torch.T
 
 
 def run_budgets(args) -> None:
-    """The default run (cosine, bf16 where the CPU has it) at each of ``--budgets`` steps and peak
-    learning rate ``--lr``, one row per (genome, budget, seed, lr): how the ranking and the cost move
-    with them."""
+    """The default run (bf16 where the CPU has it) at each of ``--budgets`` steps and peak learning
+    rate ``--lr``, one row per (genome, budget, seed, lr): how the ranking and the cost move with
+    them. Read by its cosine (quality_budgets.csv), or with ``--score lp`` by the lp probe, the
+    cosine beside it (quality_budgets_lp.csv)."""
     from tqdm import tqdm
 
     from nas.distill import DistillConfig, distill
@@ -149,20 +150,27 @@ def run_budgets(args) -> None:
     if args.reverse:
         genomes = dict(reversed(list(genomes.items())))
     lr = args.lr if args.lr is not None else DistillConfig().lr
+    csv_path = LP_BUDGET_CSV if args.score == "lp" else BUDGET_CSV
 
     def done() -> set[tuple[str, int, int, float]]:
-        return {(r["name"], int(r["steps"]), int(r["seed"]), float(r["lr"])) for r in _read_list(BUDGET_CSV)}
+        return {(r["name"], int(r["steps"]), int(r["seed"]), float(r["lr"])) for r in _read_list(csv_path)}
 
     finished = done()
     todo = [(n, b, s) for s in args.seeds for b in args.budgets for n in genomes if (n, b, s, lr) not in finished]
-    for name, steps, seed in tqdm(todo, desc=f"budgets (lr {lr:g})", unit="run"):
+    for name, steps, seed in tqdm(todo, desc=f"budgets ({args.score}, lr {lr:g})", unit="run"):
         if (name, steps, seed, lr) in done():  # a second process got there first
             continue
         began = time.perf_counter()
-        config = DistillConfig(steps=steps, seed=seed, threads=args.threads, num_checkpoints=1, lr=lr, params_weight=0.0)
+        config = DistillConfig(steps=steps, seed=seed, threads=args.threads, num_checkpoints=1, lr=lr, params_weight=0.0,
+                               score=args.score)
         result = distill(genomes[name], config)
-        append_row(BUDGET_CSV, {"name": name, "steps": steps, "seed": seed, "lr": lr, "status": result.status,
-                                "score": round(result.score, 5) if result.score is not None else "",
-                                "heldout": round(result.heldout_loss, 5) if result.heldout_loss is not None else "",
-                                "seconds": round(time.perf_counter() - began, 1), "precision": result.precision})
+        row = {"name": name, "steps": steps, "seed": seed, "lr": lr, "status": result.status,
+               "score": round(result.score, 5) if result.score is not None else "",
+               "heldout": round(result.heldout_loss, 5) if result.heldout_loss is not None else "",
+               "seconds": round(time.perf_counter() - began, 1), "precision": result.precision}
+        if args.score == "lp":  # the cosine of the same run, and what the read-out cost
+            last = result.checkpoints[-1] if result.checkpoints else None
+            row["cosine"] = round(last.cosine, 5) if last else ""
+            row["train_seconds"] = round(last.train_s, 1) if last else ""
+        append_row(csv_path, row)
         tqdm.write(f"{name} @ {steps} steps, seed {seed}, lr {lr:g}: {result.score}")

@@ -120,9 +120,10 @@ def reproduce_table(names: list[str], seq_len: int = 128, distill_config=None) -
                 f"free parameters, so the diff above is a fit error; leave-one-out MAPE {loo_text}.{expected_text}"
             )
     if distill_config is not None:
-        what = ("accuracy of a linear probe of the student's features on the embedded WordNet supersense task"
-                if distill_config.score == "probe" else
-                "held-out cosine similarity of the student's sentence embedding to the teacher's")
+        what = {"lp": "mean accuracy of linear heads on the student's features for the supersense and part of "
+                      "speech of WordNet glosses",
+                "probe": "accuracy of a linear probe of the student's features on the embedded WordNet supersense task",
+                }.get(distill_config.score, "held-out cosine similarity of the student's sentence embedding to the teacher's")
         if distill_config.params_term:
             what += f", plus {distill_config.params_term}"
         lines += ["", f"Quality: distillation of {distill_config.steps} steps (seed {distill_config.seed}), the search's "

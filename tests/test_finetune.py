@@ -9,7 +9,7 @@ import torch
 
 from nas.cli import main
 from nas.distill import DistillConfig, DistillError, distill, load_teacher
-from nas.distill.quality import probe_baseline, probe_score, ridge_probe_accuracy
+from nas.distill.quality import lp_baseline, lp_score, probe_baseline, probe_score, ridge_probe_accuracy
 from nas.finetune import FinetuneConfig, FinetuneError, finetune, load_task
 from nas.finetune.run import classification_scores
 from nas.model import build_model
@@ -153,6 +153,34 @@ def test_probe_baseline_is_the_majority_class_share_of_the_scored_examples():
     assert probe_baseline() == pytest.approx(float((data.labels[rest] == majority).double().mean()))
 
 
+def test_lp_glosses_are_training_glosses_the_ground_truths_head_never_reads():
+    from nas.distill.quality import LP_EVAL, LP_FIT, LP_SKIP, PROBE_TASK, _lp_data, lp_positions
+    from nas.finetune.tasks import cap_order
+
+    full = load_task(PROBE_TASK)
+    ground_truth = load_task(PROBE_TASK, max_train=LP_SKIP)  # the glosses bench/quality.py ground fits its head on
+    order = cap_order(len(full.train_labels), "train", 0)
+    assert ground_truth.train_texts == tuple(full.train_texts[i] for i in sorted(order[:LP_SKIP]))
+    ours = lp_positions(len(full.train_labels))
+    assert len(set(ours)) == LP_FIT + LP_EVAL and not set(ours) & set(order[:LP_SKIP])
+    data, (supersense, pos), fit, rest = _lp_data()
+    assert sorted(fit.tolist() + rest.tolist()) == list(range(LP_FIT + LP_EVAL))
+    assert supersense[1] == full.num_labels and pos[1] == 4 and int(pos[0].max()) == 3
+    assert sorted(supersense[0].tolist()) == sorted(full.train_labels[i] for i in ours)
+
+
+def test_lp_score_is_deterministic_and_its_baseline_is_each_heads_majority():
+    from nas.distill.quality import _lp_data
+
+    torch.manual_seed(0)
+    encoder = build_model(TINY)
+    first, second = lp_score(encoder, precision="fp32"), lp_score(encoder, precision="fp32")
+    assert first == second and 0.0 <= first <= 1.0
+    _, labels, fit, rest = _lp_data()
+    majority = [float((y[rest] == torch.bincount(y[fit], minlength=n).argmax()).float().mean()) for y, n in labels]
+    assert lp_baseline() == pytest.approx(sum(majority) / 2, abs=1e-6)
+
+
 # ---- CLI ----------------------------------------------------------------------------------------
 
 
@@ -204,6 +232,9 @@ def test_probe_scored_run_reports_the_probe_as_its_score(small_config):
     assert all(c.score == c.probe and 0.0 <= c.probe <= 1.0 for c in probed.checkpoints)
     assert all(c.probe is None and c.score == c.cosine for c in cosine.checkpoints)
     assert probed.score == probed.checkpoints[-1].probe
+    read = distill(TINY, small_config.replace(precision="fp32", score="lp", params_weight=0.0))
+    assert read.checkpoints[-1].cosine == cosine.checkpoints[-1].cosine and read.score == read.checkpoints[-1].probe
+    assert 0.0 <= read.score <= 1.0
     with pytest.raises(DistillError, match="score"):
         DistillConfig(score="bleu")
 

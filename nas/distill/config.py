@@ -13,7 +13,7 @@ from nas.precision import DEVICE_FORMS, PRECISIONS, check_device, resolve_run
 
 
 INIT_EMBEDDINGS = ("teacher", "random")
-SCORES = ("cosine", "probe")
+SCORES = ("cosine", "lp", "probe")
 
 
 class DistillError(NasError):
@@ -62,7 +62,9 @@ class DistillConfig:
     train_examples: int | None = None  # cap on the training pool (None: every window not held out)
     divergence_factor: float | None = 10.0  # smoothed training loss above this x its maximum before the first checkpoint
     cache_dir: str | None = None  # tokenized corpora and datasets; None: $NAS_CACHE_DIR or ~/.cache/nas
-    score: str = "cosine"  # the checkpoint score: "cosine" (teacher embedding) or "probe" (downstream linear probe)
+    # the checkpoint score: "cosine" (teacher embedding), "lp" (the ground truth's linear heads on
+    # 4,000 glosses) or "probe" (the ridge probe of sessions 1-2); nas.distill.quality
+    score: str = "cosine"
     # A training-free term added to every checkpoint's score: params_weight * ln(parameters / 1M).
     # 0 reads the score alone. 0.05 weighs it as much as the cosine's spread over the ground
     # truth's 22 genomes; chosen against a held-out ground-truth run in session 8 (docs/quality.md).
@@ -135,7 +137,7 @@ class DistillConfig:
         return [r * self.steps + step for r in range(self.repeats) for step in self.checkpoint_steps]
 
     def scored(self, readout: float, params: int) -> float:
-        """A checkpoint's score: the read-out (cosine or probe) plus ``params_weight * ln(params / 1M)``."""
+        """A checkpoint's score: the read-out (cosine, lp or probe) plus ``params_weight * ln(params / 1M)``."""
         return readout + self.params_weight * math.log(params / 1e6) if self.params_weight else readout
 
     @property

@@ -1,5 +1,14 @@
 """Read a distilled student's quality through a downstream probe instead of the teacher cosine.
 
+Two probes. ``lp_score`` (``DistillConfig(score="lp")``) is the ground truth's own grade at a
+smaller size: a multinomial logistic head (``nas.finetune.run.fit_linear_head``) on the mean-pooled
+last hidden state, for the 45 supersenses and the 4 parts of speech of WordNet glosses, the score
+being the mean of the two accuracies. Its glosses come from the task's training split, beyond the
+first 8,000 of the split's seeded order (``LP_SKIP``: the ground truth's head is fit on those), so
+the ground truth's glosses, dev or train, are never read. ``probe_score`` (``score="probe"``, the
+default of sessions 1-2) is a ridge probe of the supersenses on the embedding output and the last
+hidden state.
+
 The cosine read-out of a short distillation run asks "how close is the student's sentence
 embedding to the teacher's", which a 2-layer student that keeps its (teacher-initialised) token
 vectors nearly intact answers well. The probe asks what users ship for: how well a linear
@@ -83,3 +92,71 @@ def probe_baseline(tokenizer=None) -> float:
     data, num_labels, fit, rest = _probe_data(tokenizer)
     constant = torch.zeros(len(data.labels), 1, dtype=torch.float64)
     return ridge_probe_accuracy(constant[fit], data.labels[fit], constant[rest], data.labels[rest], num_labels)
+
+
+LP_SKIP = 8000  # the ground truth's head is fit on the first 8,000 of the train split's seeded order
+LP_FIT, LP_EVAL = 4000, 4000  # the next 8,000: fit the heads, read them
+LP_BATCH = 64
+
+_LP_DATA: dict = {}
+
+
+def lp_positions(train_size: int) -> list[int]:
+    """Which glosses of the task's training split the lp read-out uses: the 8,000 after the ground
+    truth's in the split's seeded order (``load_task(max_train=N)`` keeps the first N of it)."""
+    from nas.finetune.tasks import cap_order
+
+    return cap_order(train_size, "train", 0)[LP_SKIP : LP_SKIP + LP_FIT + LP_EVAL]
+
+
+def _lp_data(tokenizer=None):
+    """The lp read-out's encoded glosses, their (supersense, part-of-speech) labels and label
+    counts, and the (fit, eval) positions; built once per tokenizer."""
+    key = id(tokenizer)
+    if key not in _LP_DATA:
+        from nas.distill.teacher import load_teacher
+        from nas.finetune.run import encode
+        from nas.finetune.tasks import load_task
+
+        tokenizer = tokenizer or load_teacher(None).tokenizer
+        task = load_task(PROBE_TASK)
+        chosen = lp_positions(len(task.train_labels))
+        texts = [task.train_texts[i] for i in chosen]
+        supersense = torch.tensor([task.train_labels[i] for i in chosen])
+        pos_names = sorted({name.split(".")[0] for name in task.label_names})
+        to_pos = torch.tensor([pos_names.index(name.split(".")[0]) for name in task.label_names])
+        data = encode(tokenizer, texts, None, supersense.tolist(), PROBE_SEQ_LEN)
+        # shortest first: batches cut to their longest gloss then hold little padding (4x faster)
+        order = data.mask.sum(1).argsort(stable=True)
+        data = type(data)(data.ids[order], data.mask[order], data.token_types[order], data.labels[order])
+        labels = ((supersense[order], task.num_labels), (to_pos[supersense[order]], len(pos_names)))
+        position = order.argsort()  # where each chosen gloss sits after the sort
+        _LP_DATA[key] = (data, labels, position[:LP_FIT], position[LP_FIT:])
+    return _LP_DATA[key]
+
+
+def _lp_accuracy(features: torch.Tensor, tokenizer=None) -> float:
+    from nas.finetune.run import fit_linear_head
+
+    _, labels, fit, rest = _lp_data(tokenizer)
+    accuracies = []
+    for y, count in labels:
+        head, _ = fit_linear_head(features[fit], y[fit], count)
+        predicted = (features[rest] @ head["weight"].T + head["bias"]).argmax(1)
+        accuracies.append(float((predicted == y[rest]).float().mean()))
+    return sum(accuracies) / len(accuracies)
+
+
+def lp_score(encoder: Encoder, tokenizer=None, precision: str = "fp32", device: torch.device | None = None) -> float:
+    """The mean accuracy of the supersense and part-of-speech heads on the student's pooled features."""
+    from nas.finetune.run import pooled_features
+
+    data = _lp_data(tokenizer)[0]
+    device = device if device is not None else next(encoder.parameters()).device
+    return _lp_accuracy(pooled_features(encoder, data, LP_BATCH, precision, device), tokenizer)
+
+
+def lp_baseline(tokenizer=None) -> float:
+    """``lp_score`` for a constant embedding: each head's majority class, the floor of the read-out."""
+    data = _lp_data(tokenizer)[0]
+    return _lp_accuracy(torch.zeros(len(data.labels), 1), tokenizer)

@@ -31,7 +31,7 @@ from nas.arch import ArchConfig
 from nas.distill.config import DistillConfig, DistillError
 from nas.distill.data import DistillData, TargetStore, mean_pool, prepare_data
 from nas.distill.losses import LinearReadout, LossWeights, Projections, distillation_losses, layer_mapping
-from nas.distill.quality import probe_score
+from nas.distill.quality import lp_score, probe_score
 from nas.distill.teacher import Teacher, load_teacher
 from nas.model import Encoder, EncoderOutput, build_model
 from nas.precision import autocast, device_model
@@ -48,8 +48,8 @@ class Checkpoint:
     ``score`` is the quality signal the run was configured to read (``DistillConfig.score``):
     ``cosine``, the mean cosine similarity in [-1, 1] between the student's projected, mean-pooled
     sentence embedding and the teacher's on the held-out windows (1 = the teacher's embedding
-    exactly), or ``probe``, the accuracy in [0, 1] of a linear probe of the student's features on
-    the embedded downstream task (``nas.distill.quality``), plus ``params_weight * ln(parameters /
+    exactly), or ``lp`` / ``probe``, the accuracy in [0, 1] of a linear probe of the student's
+    features on the embedded downstream task (``nas.distill.quality``), plus ``params_weight * ln(parameters /
     1M)`` when the config sets that weight. ``cosine`` is always reported, ``probe`` when it was
     computed. ``heldout_loss`` is the weighted distillation loss there (lower is better).
     """
@@ -482,7 +482,7 @@ class _Run:
         if self.data.baseline_score is None:
             self.data.baseline_score = _constant_baseline(store)
         means = {name: value / n for name, value in sums.items()}
-        probe = probe_score(self.student, self.teacher.tokenizer) if self.config.score == "probe" else None
+        probe = self._probe()
         if not all(math.isfinite(v) for v in means.values()):
             raise _Diverged(f"held-out loss became {means['total']} at step {step}; try a lower lr")
         checkpoint = Checkpoint(
@@ -490,7 +490,7 @@ class _Run:
             step=step,
             steps=self.config.steps,
             heldout_loss=means["total"],
-            score=self.config.scored(probe if self.config.score == "probe" else means["cosine"], self.params),
+            score=self.config.scored(means["cosine"] if probe is None else probe, self.params),
             cosine=means["cosine"],
             probe=probe,
             feature_loss=means["feature"],
@@ -503,6 +503,14 @@ class _Run:
         )
         self.checkpoints.append(checkpoint)
         return checkpoint
+
+    def _probe(self) -> float | None:
+        """The downstream read-out the config asks for instead of the cosine (None: the cosine)."""
+        if self.config.score == "lp":
+            return lp_score(self.student, self.teacher.tokenizer, self.precision, self.device)
+        if self.config.score == "probe":
+            return probe_score(self.student, self.teacher.tokenizer)
+        return None
 
 
 @torch.no_grad()

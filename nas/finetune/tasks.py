@@ -170,8 +170,8 @@ def load_task(
         name, source, label_names, train, dev = _embedded_task(spec)
     else:
         name, source, label_names, train, dev = _table_task(spec, columns, dev_file, cache_dir, seed)
-    train = _cap(train, max_train, f"train-cap-{seed}")
-    dev = _cap(dev, max_dev, f"dev-cap-{seed}")
+    train = _cap(train, max_train, "train", seed)
+    dev = _cap(dev, max_dev, "dev", seed)
     for split, examples in (("train", train), ("dev", dev)):
         if len(examples.labels) < MIN_EXAMPLES:
             raise TaskError(f"task {name}: the {split} split has {len(examples.labels)} example(s); "
@@ -199,12 +199,18 @@ def _refuse_options(spec: str, columns: tuple[str | None, ...], dev_file: str | 
                         "not to an embedded task")  # fmt: skip
 
 
-def _cap(examples: _Split, limit: int | None, rng_seed: str) -> _Split:
+def cap_order(size: int, split: str = "train", seed: int = 0) -> list[int]:
+    """The seeded order in which ``load_task(..., max_train=N)`` keeps a split's examples: the cap is
+    the first N positions of it, so a caller can also take examples beyond any cap (disjoint from it)."""
+    order = list(range(size))
+    random.Random(f"{split}-cap-{seed}").shuffle(order)
+    return order
+
+
+def _cap(examples: _Split, limit: int | None, split: str, seed: int) -> _Split:
     if limit is None or limit >= len(examples.labels):
         return examples
-    order = list(range(len(examples.labels)))
-    random.Random(rng_seed).shuffle(order)
-    return examples.take(sorted(order[:limit]))
+    return examples.take(sorted(cap_order(len(examples.labels), split, seed)[:limit]))
 
 
 # ---- embedded WordNet tasks ----------------------------------------------------------------

@@ -122,12 +122,13 @@ def _constant_embedding_score(config, result) -> float | None:
     gives every genome a floor of its own."""
     if config.params_weight:
         return None
-    if config.score != "probe":
+    if config.score == "cosine":
         return result.baseline_score  # the cosine's, computed by the run
-    from nas.distill.quality import probe_baseline
+    from nas.distill.quality import lp_baseline, probe_baseline
     from nas.distill.teacher import load_teacher
 
-    return probe_baseline(load_teacher(config.teacher, config.resolved_cache_dir).tokenizer)  # cached teacher
+    baseline = lp_baseline if config.score == "lp" else probe_baseline
+    return baseline(load_teacher(config.teacher, config.resolved_cache_dir).tokenizer)  # cached teacher
 
 
 def trial_device() -> str:
