@@ -1,6 +1,6 @@
 """How fast short distillation runs are, and how well their score ranks architectures.
 
-    python bench/distill.py [all|fidelity|throughput|ranking|isa|compile] [--genomes 14] [--steps 120]
+    python bench/distill.py [all|fidelity|throughput|ranking|isa|compile|readout] [--genomes 14] [--steps 120]
                             [--factor 10] [--threads 1] [--throughput-threads 1,2] [--rounds 2]
                             [--default-run-threads 1] [--compile-genome mobilebert]
                             [--json runs/bench-distill.json]
@@ -23,6 +23,11 @@ runs, read from bench/results/quality_proxies.csv (bench/quality.py ran them).
 
 isa: a bf16 matmul against fp32, natively and with oneDNN held to fewer instructions
 (ONEDNN_MAX_CPU_ISA): what bf16 costs on a CPU without AVX512-BF16/AMX.
+
+readout: what the lp read-out (``DistillConfig(score="lp")``) adds to a candidate's cost: each of
+``--readout-genomes`` gets the default run (one checkpoint, read by its cosine), then the lp read-out
+of the same student is timed, twice (the first includes loading and tokenising its glosses, once per
+process). Printed: the run's seconds, the read-out's, and the ratio of the two.
 
 compile: torch.compile of the student for one default run (training time read at each checkpoint;
 the first includes the compilation): compile time against the time it saves at 1x and 10x budgets.
@@ -324,13 +329,40 @@ def compile_payback(args) -> dict:
     return {"runs": out, "summary": summary}
 
 
+SMALL_GENOME = Path(__file__).parent / "results" / "draw8c" / "draw8c-5f9bc3b62e45.json"  # 4.1M, 6 layers
+
+
+def readout_cost(args) -> dict:
+    """The default run of each genome, then the lp read-out of its student, timed in the same process."""
+    from nas.distill import distill
+    from nas.distill.quality import lp_score
+    from nas.references import load_genome
+
+    out = {}
+    for name in args.readout_genomes:
+        config = DistillConfig.search(seed=args.seed, threads=args.default_run_threads, params_weight=0.0, score="cosine")
+        began = time.perf_counter()
+        result = distill(load_genome(name), config)
+        run_s = time.perf_counter() - began
+        _, precision = config.resolved_hardware
+        timings = []
+        for _ in range(2):  # the first reads and tokenises the glosses; a search process pays that once
+            began = time.perf_counter()
+            value = lp_score(result.student, None, precision)
+            timings.append(time.perf_counter() - began)
+        out[name] = {"run_s": run_s, "readout_first_s": timings[0], "readout_s": timings[1], "lp": value, "cosine": result.score}
+        print(f"  {Path(name).stem:<20} run {run_s:6.1f}s  lp read-out {timings[1]:5.1f}s (first {timings[0]:5.1f}s)  "
+              f"+{timings[1] / run_s:.0%} per candidate  lp {value:.4f}, cosine {result.score:.4f}", flush=True)
+    return out
+
+
 def _fmt(value: float | None) -> str:
     return "  -   " if value is None else f"{value:.4f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "fidelity", "throughput", "ranking", "isa", "compile"])
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "fidelity", "throughput", "ranking", "isa", "compile", "readout"])
     parser.add_argument("--genomes", type=int, default=14)
     parser.add_argument("--steps", type=int, default=DistillConfig().steps, help="short-run steps (the default run's)")
     parser.add_argument("--factor", type=int, default=10, help="long run = factor x short run")
@@ -347,6 +379,9 @@ def main() -> None:
     parser.add_argument("--throughput-threads", type=lambda t: [int(x) for x in t.split(",")], default=[1, 2],
                         help="thread counts to measure tokens/s at, comma-separated (default 1,2)")
     parser.add_argument("--default-run-threads", type=int, default=1, help="threads of the timed default runs (default 1)")
+    parser.add_argument("--readout-genomes", type=lambda t: t.split(","), default=[str(SMALL_GENOME), "mobilebert-tiny", "mobilebert"],
+                        help="readout: reference names or genome files, comma-separated (default a 4.1M draw, "
+                        "mobilebert-tiny, mobilebert)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write every number to this JSON file")
     args = parser.parse_args()
@@ -360,6 +395,8 @@ def main() -> None:
         report["isa"] = isa(args)
     if args.what in ("all", "compile"):
         report["compile"] = compile_payback(args)
+    if args.what in ("all", "readout"):
+        report["readout"] = readout_cost(args)
     if args.what in ("all", "fidelity"):
         report["fidelity"] = fidelity(args)
     if args.json:

@@ -7,7 +7,7 @@ import json
 import math
 import re
 
-from quality_common import BUDGET_CSV, MEASURED_LR, PROXY_CSV, READOUT_CSV, RESULTS, TASKS, _read_list, _unpack, ground_files, lp_ground_truth, read_rows
+from quality_common import BUDGET_CSV, LP_BUDGET_CSV, MEASURED_LR, PROXY_CSV, READOUT_CSV, RESULTS, TASKS, _read_list, _unpack, ground_files, lp_ground_truth, read_rows
 
 
 def run_report(args) -> None:
@@ -438,6 +438,10 @@ def run_front_report(args) -> None:
     cosine = {seed: cosine_at(MEASURED_LR, seed) for seed in (0, 1)}  # read once; each tag and weight reuses them
     score = with_term(cosine[0])
     alone = cosine_at(1e-3)  # session 7's default: lr 1e-3, the cosine alone
+    # D: the same 240-step run read by the lp probe (budgets --score lp), seed 0
+    lp = {row["name"]: float(row["score"]) for row in _read_list(LP_BUDGET_CSV) if row["name"] in genomes
+          and row["status"] == "ok" and row["steps"] == "240" and row["seed"] == "0" and float(row["lr"]) == MEASURED_LR}
+    by_lp = sorted(lp, key=lambda n: -lp[n])
     scorer = CheapScorer(["latency_ms@pixel4"])
     latency = {n: scorer.scores(a)["latency_ms@pixel4"] for n, a in genomes.items()}
     by_gt = sorted(gt, key=lambda n: -gt[n])
@@ -446,18 +450,26 @@ def run_front_report(args) -> None:
           f"{', '.join(f'{r.steps}:{r.seed}' for r in [ground_files(args.distill_steps, args.ground_seed), *args.also_runs])}; "
           f"the {', '.join(tags)} genomes over seeds {', '.join(map(str, args.seeds))} at {args.distill_steps} steps")
     print(f"score = the 240-step cosine at lr {MEASURED_LR:g} (seed 0) + {PARAMS_WEIGHT:g} ln(params / 1M), the default run")
-    print(f"{'genome':<24} {'params':>7} {'layers':>6} {'pixel4':>8} {'gt':>7} {'gt rank':>7} {'score':>7} {'rank':>5}  per seed")
+    if lp:
+        print(f"lp = the same run (seed 0) read by the lp probe instead (DistillConfig(score='lp')), for {len(lp)} genomes")
+    print(f"{'genome':<24} {'params':>7} {'layers':>6} {'pixel4':>8} {'gt':>7} {'gt rank':>7} {'score':>7} {'rank':>5}"
+          + (f" {'lp':>7} {'rank':>5}" if lp else "") + "  per seed")
     for n in by_gt:
         seeds = " ".join(f"{v:.4f}" for v in per_seed.get(n, []))
         line = (f"{n:<24} {params[n] / 1e6:6.1f}M {genomes[n].num_layers:>6} {latency[n]:6.1f}ms {gt[n]:7.4f} "
                 f"{by_gt.index(n) + 1:>7} ")
         line += f"{score[n]:7.4f} {by_score.index(n) + 1:>5}" if n in score else f"{'-':>7} {'-':>5}"
+        if lp:
+            line += f" {lp[n]:7.4f} {by_lp.index(n) + 1:>5}" if n in lp else f" {'-':>7} {'-':>5}"
         print(line + ("  " + seeds if seeds else ""))
     pairs = _reference_pair_list(gt, genomes, list(gt))
-    for label, values in (("the default score", score), ("session 7's (240-step cosine at lr 1e-3)", alone)):
+    read_outs = [("the default score", score), ("session 7's (240-step cosine at lr 1e-3)", alone)]
+    for label, values in read_outs + ([("the lp read-out (D)", lp)] if lp else []):
         both = [n for n in gt if n in values]
         missed = _misses(pairs, values)
-        print(f"{label}: Kendall tau {_tau(values, gt, both):.3f} over these {len(both)} genomes; reference pairs "
+        big = [n for n in both if params[n] > 10e6]
+        print(f"{label}: Kendall tau {_tau(values, gt, both):.3f} over these {len(both)} genomes, {_tau(values, gt, big):.3f} "
+              f"over the {len(big)} above 10M; reference pairs "
               f"{len(pairs) - len(missed)}/{len(pairs)}" + (f", misses {', '.join(missed)}" if missed else ""))
     groups = {tag: [n for n in gt if n.startswith(f"{tag}-")] for tag in tags}
     if len(tags) > 1:  # all of them together, and (the goal's second half) those above 10M
@@ -478,6 +490,8 @@ def run_front_report(args) -> None:
         print(f"  parameter count: {_tau(params, gt, own):.3f}")
         if all(n in alone for n in own):
             print(f"  session 7's score (seed 0): {_tau(alone, gt, own):.3f}")
+        if all(n in lp for n in own):
+            print(f"  the lp read-out (D), seed 0: {_tau(lp, gt, own):.3f}")
         for weight in args.weights:  # the same score with another weight on the term
             taus = [_tau(with_term(values, weight), gt, own) for values in cosine.values() if all(n in values for n in own)]
             if taus:
@@ -492,3 +506,6 @@ def run_front_report(args) -> None:
             print(f"\nthe band {low:g}-{high:g} ms on pixel4: {len(band)} genomes; the default score's first is {pick} "
                   f"(ground truth {gt[pick]:.4f}, {in_band.index(pick) + 1} of {len(band)} in the band, {by_gt.index(pick) + 1} of {len(gt)}); "
                   f"the ground truth's first is {best} ({gt[best]:.4f})")
+            if all(n in lp for n in band):
+                pick = max(band, key=lambda n: lp[n])
+                print(f"the lp read-out's first in the band is {pick} ({in_band.index(pick) + 1} of {len(band)} in the band)")

@@ -181,6 +181,15 @@ def test_lp_score_is_deterministic_and_its_baseline_is_each_heads_majority():
     assert lp_baseline() == pytest.approx(sum(majority) / 2, abs=1e-6)
 
 
+def test_the_default_run_reads_the_lp_probe_and_a_search_draws_its_floor():
+    from nas.search.trial import _constant_embedding_score
+
+    default = DistillConfig.search()
+    assert default.score == "lp" and default.params_weight == 0.0 and DistillConfig.quick().score == "cosine"
+    assert _constant_embedding_score(default, None) == lp_baseline()  # the report's dotted line
+    assert _constant_embedding_score(default.replace(params_weight=0.05), None) is None  # a floor per genome
+
+
 # ---- CLI ----------------------------------------------------------------------------------------
 
 

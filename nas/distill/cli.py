@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("distill", help=HELP, description=HELP)
     p.add_argument("--arch", required=True, help="GENOME.json, or a reference name (mobilebert, squeezebert, ...)")
     p.add_argument("--preset", choices=["default", "search", "quick"], default="default",
-                   help="default: the default run (240 steps, cosine-scored); search: the same scored once, as the search does; "
+                   help="default: the default run (240 steps, read by the lp probe); search: the same scored once, as the search does; "
                    "quick: a cheap smoke test (teacher cosine, not a quality signal)")  # fmt: skip
     p.add_argument("--score", choices=SCORES, help="the quality read-out: the held-out cosine to the teacher's "
                    "sentence embedding (default), lp (the ground truth's linear heads, WordNet supersense and part of "
