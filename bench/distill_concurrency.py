@@ -29,7 +29,7 @@ def child(args) -> None:
     from nas.distill import DistillConfig, distill
 
     torch.set_num_threads(1)
-    config = DistillConfig(steps=args.steps, batch_size=args.batch_size, num_checkpoints=1, teacher=args.teacher,
+    config = DistillConfig(steps=args.steps, batch_size=args.batch_size, num_checkpoints=1, teacher=args.teacher, score="cosine",
                            seed=args.seed, params_weight=0.0)
     result = distill(ArchConfig.load(args.genome), config)
     print(json.dumps({"train_s": result.train_s, "status": result.status, "device": result.device}), flush=True)

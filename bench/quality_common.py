@@ -202,9 +202,10 @@ BUDGET_CSV = RESULTS / "quality_budgets.csv"
 LP_BUDGET_CSV = RESULTS / "quality_budgets_lp.csv"  # the same runs read by the lp probe (budgets --score lp)
 # What every bench run is measured at, pinned where it runs because DistillConfig's defaults move:
 # the peak learning rate of every run before session 7 (the budget CSV records each row's lr), and
-# the read-out alone as the score (the report adds the parameter term itself).
+# the cosine read-out alone as the score (the report adds the parameter term itself; budgets --score lp
+# reads the lp probe).
 MEASURED_LR = 2e-3
-MEASURED = {"lr": MEASURED_LR, "params_weight": 0.0}
+MEASURED = {"lr": MEASURED_LR, "params_weight": 0.0, "score": "cosine"}  # the cosine: every run before session 11 read it
 
 def _read_list(path: Path) -> list[dict]:
     if not path.exists():

@@ -27,9 +27,9 @@ def run_proxies(args) -> None:
         row = {"name": name, "params": nas.count(arch).params, "flops": 2 * nas.count(arch, 128).macs}
         for label, config in (
             ("quick", DistillConfig.quick(seed=0, threads=args.threads, **MEASURED, precision="fp32")),
-            ("default", DistillConfig(steps=120, score="cosine", seed=0, threads=args.threads, **MEASURED, precision="fp32", num_checkpoints=4)),
-            ("default_bf16", DistillConfig(steps=120, score="cosine", seed=0, threads=args.threads, **MEASURED, num_checkpoints=4)),
-            ("long3x", DistillConfig(steps=360, score="cosine", seed=0, threads=args.threads, **MEASURED, num_checkpoints=6)),
+            ("default", DistillConfig(steps=120, seed=0, threads=args.threads, **MEASURED, precision="fp32", num_checkpoints=4)),
+            ("default_bf16", DistillConfig(steps=120, seed=0, threads=args.threads, **MEASURED, num_checkpoints=4)),
+            ("long3x", DistillConfig(steps=360, seed=0, threads=args.threads, **MEASURED, num_checkpoints=6)),
         ):
             began = time.perf_counter()
             result = distill(arch, config)
@@ -81,7 +81,7 @@ def run_readouts(args) -> None:
     order = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(0))
     fit, read = order[:READOUT_FIT], order[READOUT_FIT:]
     small = (fit[: READOUT_FIT // 2], read[: READOUT_READ // 2])
-    config = DistillConfig(steps=120, score="cosine", seed=0, threads=args.threads, **MEASURED, num_checkpoints=4)  # the 120-step run measured
+    config = DistillConfig(steps=120, seed=0, threads=args.threads, **MEASURED, num_checkpoints=4)  # the 120-step run measured
     todo = [n for n in genomes if n not in done_names(READOUT_CSV)]
     if args.reverse:
         todo.reverse()
@@ -168,7 +168,7 @@ def run_budgets(args) -> None:
                "score": round(result.score, 5) if result.score is not None else "",
                "heldout": round(result.heldout_loss, 5) if result.heldout_loss is not None else "",
                "seconds": round(time.perf_counter() - began, 1), "precision": result.precision}
-        if args.score == "lp":  # the cosine of the same run, and what the read-out cost
+        if args.score == "lp":  # the cosine of the same run, and its training time (the read-out is the rest)
             last = result.checkpoints[-1] if result.checkpoints else None
             row["cosine"] = round(last.cosine, 5) if last else ""
             row["train_seconds"] = round(last.train_s, 1) if last else ""
