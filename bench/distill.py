@@ -336,13 +336,19 @@ def readout_cost(args) -> dict:
     """The default run of each genome, then the lp read-out of its student, timed in the same process."""
     from nas.distill import distill
     from nas.distill.quality import lp_score
+    from nas.errors import NasError
     from nas.references import load_genome
 
+    try:
+        genomes = {name: load_genome(name) for name in args.readout_genomes}
+    except NasError as err:
+        print(f"bench/distill.py readout: --readout-genomes {err}", file=sys.stderr)
+        sys.exit(2)
     out = {}
-    for name in args.readout_genomes:
+    for name, arch in genomes.items():
         config = DistillConfig.search(seed=args.seed, threads=args.default_run_threads, params_weight=0.0, score="cosine")
         began = time.perf_counter()
-        result = distill(load_genome(name), config)
+        result = distill(arch, config)
         run_s = time.perf_counter() - began
         _, precision = config.resolved_hardware
         timings = []

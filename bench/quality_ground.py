@@ -224,6 +224,7 @@ class LinearProbeGrader:
     the 4 parts of speech of the same glosses. One row per genome in the run's lp CSV."""
 
     def __init__(self, args, device: torch.device = torch.device("cpu")) -> None:
+        from nas.distill.quality import part_of_speech
         from nas.distill.teacher import load_teacher
         from nas.finetune.run import encode
         from nas.finetune.tasks import load_task
@@ -235,8 +236,7 @@ class LinearProbeGrader:
         tokenizer = load_teacher(args.teacher).tokenizer
         self.splits = {"train": encode(tokenizer, task.train_texts, None, task.train_labels, TASKS["supersense"][1]),
                        "dev": encode(tokenizer, task.dev_texts, None, task.dev_labels, TASKS["supersense"][1])}
-        pos_names = sorted({label.split(".")[0] for label in task.label_names})
-        to_pos = torch.tensor([pos_names.index(label.split(".")[0]) for label in task.label_names])
+        pos_names, to_pos = part_of_speech(task.label_names)
         self.labels = {"supersense": {k: v.labels for k, v in self.splits.items()},
                        "pos": {k: to_pos[v.labels] for k, v in self.splits.items()}}
         self.counts = {"supersense": task.num_labels, "pos": len(pos_names)}

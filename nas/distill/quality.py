@@ -109,6 +109,13 @@ def lp_positions(train_size: int) -> list[int]:
     return cap_order(train_size, "train", 0)[LP_SKIP : LP_SKIP + LP_FIT + LP_EVAL]
 
 
+def part_of_speech(label_names) -> tuple[list[str], torch.Tensor]:
+    """The parts of speech of supersense labels (``noun.artifact`` -> ``noun``): their names, and a
+    tensor mapping each supersense index to its part of speech's index."""
+    names = sorted({name.split(".")[0] for name in label_names})
+    return names, torch.tensor([names.index(name.split(".")[0]) for name in label_names])
+
+
 def _lp_data(tokenizer=None):
     """The lp read-out's encoded glosses, their (supersense, part-of-speech) labels and label
     counts, and the (fit, eval) positions; built once per tokenizer."""
@@ -123,8 +130,7 @@ def _lp_data(tokenizer=None):
         chosen = lp_positions(len(task.train_labels))
         texts = [task.train_texts[i] for i in chosen]
         supersense = torch.tensor([task.train_labels[i] for i in chosen])
-        pos_names = sorted({name.split(".")[0] for name in task.label_names})
-        to_pos = torch.tensor([pos_names.index(name.split(".")[0]) for name in task.label_names])
+        pos_names, to_pos = part_of_speech(task.label_names)
         data = encode(tokenizer, texts, None, supersense.tolist(), PROBE_SEQ_LEN)
         # shortest first: batches cut to their longest gloss then hold little padding (4x faster)
         order = data.mask.sum(1).argsort(stable=True)
