@@ -200,6 +200,17 @@ LP_TASKS = ("supersense", "pos")  # one set of glosses, two label sets: the lexi
 READOUT_CSV = RESULTS / "quality_readouts.csv"
 BUDGET_CSV = RESULTS / "quality_budgets.csv"
 LP_BUDGET_CSV = RESULTS / "quality_budgets_lp.csv"  # the same runs read by the lp probe (budgets --score lp)
+LP_EXAMPLES = 4000  # DistillConfig's lp_examples before session 12: what quality_budgets_lp.csv was read with
+
+
+def budget_csv(score: str, schedule_steps: int | None = None, lp_examples: int = LP_EXAMPLES) -> Path:
+    """Where ``budgets`` keeps its rows: the cosine's, the lp probe's at the settings of session 11,
+    and a file per other (schedule, read-out size), e.g. quality_budgets_lp_sched640_lp8000.csv."""
+    if score != "lp":
+        return BUDGET_CSV
+    if schedule_steps is None and lp_examples == LP_EXAMPLES:
+        return LP_BUDGET_CSV
+    return RESULTS / f"quality_budgets_lp_sched{schedule_steps or 'run'}_lp{lp_examples}.csv"
 # What every bench run is measured at, pinned where it runs because DistillConfig's defaults move:
 # the peak learning rate of every run before session 7 (the budget CSV records each row's lr), and
 # the cosine read-out alone as the score (the report adds the parameter term itself; budgets --score lp

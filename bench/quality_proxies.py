@@ -10,7 +10,7 @@ import torch
 
 import nas
 from quality_common import (
-    BUDGET_CSV, LP_BUDGET_CSV, MEASURED, PROXY_CSV, READOUT_CSV, STUDENTS, TASKS, _claimed_by_another, _read_list, append_row, done_names, selected,
+    MEASURED, PROXY_CSV, READOUT_CSV, STUDENTS, TASKS, _claimed_by_another, _read_list, append_row, done_names, selected, budget_csv, usage_error,
 )  # fmt: skip
 
 
@@ -144,13 +144,19 @@ def run_budgets(args) -> None:
     from tqdm import tqdm
 
     from nas.distill import DistillConfig, distill
+    from nas.distill import DistillError
 
     torch.set_num_threads(args.threads)
     genomes = selected(args)
     if args.reverse:
         genomes = dict(reversed(list(genomes.items())))
     lr = args.lr if args.lr is not None else DistillConfig().lr
-    csv_path = LP_BUDGET_CSV if args.score == "lp" else BUDGET_CSV
+    csv_path = budget_csv(args.score, args.schedule_steps, args.lp_examples)
+    for steps in args.budgets:  # a bad pair is one line before anything runs
+        try:
+            DistillConfig(steps=steps, schedule_steps=args.schedule_steps, lp_examples=args.lp_examples)
+        except DistillError as err:
+            usage_error(f"--budgets {steps}: {err}")
 
     def done() -> set[tuple[str, int, int, float]]:
         return {(r["name"], int(r["steps"]), int(r["seed"]), float(r["lr"])) for r in _read_list(csv_path)}
@@ -162,7 +168,7 @@ def run_budgets(args) -> None:
             continue
         began = time.perf_counter()
         config = DistillConfig(steps=steps, seed=seed, threads=args.threads, num_checkpoints=1, lr=lr, params_weight=0.0,
-                               score=args.score)
+                               score=args.score, schedule_steps=args.schedule_steps, lp_examples=args.lp_examples)
         result = distill(genomes[name], config)
         row = {"name": name, "steps": steps, "seed": seed, "lr": lr, "status": result.status,
                "score": round(result.score, 5) if result.score is not None else "",

@@ -153,20 +153,29 @@ def test_probe_baseline_is_the_majority_class_share_of_the_scored_examples():
     assert probe_baseline() == pytest.approx(float((data.labels[rest] == majority).double().mean()))
 
 
-def test_lp_glosses_are_training_glosses_the_ground_truths_head_never_reads():
-    from nas.distill.quality import LP_EVAL, LP_FIT, LP_SKIP, PROBE_TASK, _lp_data, lp_positions
+@pytest.mark.parametrize("examples", [4000, 8000])
+def test_lp_glosses_are_training_glosses_the_ground_truths_head_never_reads(examples):
+    from nas.distill.quality import LP_SKIP, PROBE_TASK, _lp_data, lp_positions
     from nas.finetune.tasks import cap_order
 
     full = load_task(PROBE_TASK)
     ground_truth = load_task(PROBE_TASK, max_train=LP_SKIP)  # the glosses bench/quality.py ground fits its head on
     order = cap_order(len(full.train_labels), "train", 0)
     assert ground_truth.train_texts == tuple(full.train_texts[i] for i in sorted(order[:LP_SKIP]))
-    ours = lp_positions(len(full.train_labels))
-    assert len(set(ours)) == LP_FIT + LP_EVAL and not set(ours) & set(order[:LP_SKIP])
-    data, (supersense, pos), fit, rest = _lp_data()
-    assert sorted(fit.tolist() + rest.tolist()) == list(range(LP_FIT + LP_EVAL))
+    ours = lp_positions(len(full.train_labels), examples)
+    assert len(set(ours)) == 2 * examples and not set(ours) & set(order[:LP_SKIP])
+    data, (supersense, pos), fit, rest = _lp_data(None, examples)
+    assert sorted(fit.tolist() + rest.tolist()) == list(range(2 * examples)) and len(fit) == len(rest) == examples
     assert supersense[1] == full.num_labels and pos[1] == 4 and int(pos[0].max()) == 3
     assert sorted(supersense[0].tolist()) == sorted(full.train_labels[i] for i in ours)
+    assert ours[:8000] == lp_positions(len(full.train_labels), 4000)  # a larger read-out extends the default's
+
+
+def test_lp_positions_name_a_size_the_task_cannot_hold():
+    from nas.distill.quality import lp_positions
+
+    with pytest.raises(ValueError, match="needs 18000 training glosses; the task has 10000"):
+        lp_positions(10000, 5000)
 
 
 def test_lp_score_is_deterministic_and_its_baseline_is_each_heads_majority():

@@ -14,6 +14,7 @@ from nas.precision import DEVICE_FORMS, PRECISIONS, check_device, resolve_run
 
 INIT_EMBEDDINGS = ("teacher", "random")
 SCORES = ("cosine", "lp", "probe")
+LP_EXAMPLES_RANGE = (500, 40000)  # the lp read-out's glosses per side: enough for 45 classes; the training split holds 8,000 + 2 x 40,000
 
 
 class DistillError(NasError):
@@ -42,6 +43,10 @@ class DistillConfig:
     """
 
     steps: int = 240
+    # The learning-rate schedule's length: warm-up and linear decay are laid out over this many steps
+    # and the run stops at ``steps``, with the rate still up (a run cut short, as an ASHA rung is).
+    # None: the schedule ends with the run, the rate decaying to zero at ``steps``.
+    schedule_steps: int | None = None
     seed: int = 0
     repeats: int = 1  # independent runs (seeds seed, seed+1, ...) of `steps` each; the score is their mean
     teacher: str | None = None
@@ -66,6 +71,7 @@ class DistillConfig:
     # the checkpoint score: "cosine" (teacher embedding), "lp" (the ground truth's linear heads on
     # 4,000 glosses) or "probe" (the ridge probe of sessions 1-2); nas.distill.quality
     score: str = "lp"  # session 11; "cosine" with params_weight 0.05 in sessions 8-10
+    lp_examples: int = 4000  # score="lp": the heads are fit on this many glosses and read on as many more
     # A training-free term added to every checkpoint's score: params_weight * ln(parameters / 1M).
     # 0 reads the score alone (the default since session 11). With the cosine, 0.05 weighs the term
     # as much as the cosine's spread over the ground truth's 22 genomes (sessions 8-10; docs/quality.md).
@@ -147,8 +153,13 @@ class DistillConfig:
         return f"{self.params_weight:g} ln(params / 1M)" if self.params_weight else ""
 
     @property
+    def schedule_length(self) -> int:
+        """The steps the learning-rate schedule is laid out over (``schedule_steps``, else ``steps``)."""
+        return self.schedule_steps or self.steps
+
+    @property
     def warmup_steps(self) -> int:
-        return min(self.steps, max(1, round(self.warmup_fraction * self.steps)))
+        return min(self.schedule_length, max(1, round(self.warmup_fraction * self.schedule_length)))
 
     # ---- validation -------------------------------------------------------------------------
 
@@ -175,6 +186,10 @@ class DistillConfig:
         for name in ("threads", "train_examples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise fail(name, "must be at least 1 (or null)")
+        if self.schedule_steps is not None and self.schedule_steps < self.steps:
+            raise fail("schedule_steps", f"must be at least steps ({self.steps}), or null for a schedule that ends with the run")
+        if not LP_EXAMPLES_RANGE[0] <= self.lp_examples <= LP_EXAMPLES_RANGE[1]:
+            raise fail("lp_examples", f"must be {LP_EXAMPLES_RANGE[0]}-{LP_EXAMPLES_RANGE[1]} glosses (the heads are fit on that many and read on as many)")
         if self.seq_len < 8:
             raise fail("seq_len", "must be at least 8 tokens ([CLS] and [SEP] take two)")
         if self.score not in SCORES:

@@ -95,18 +95,21 @@ def probe_baseline(tokenizer=None) -> float:
 
 
 LP_SKIP = 8000  # the ground truth's head is fit on the first 8,000 of the train split's seeded order
-LP_FIT, LP_EVAL = 4000, 4000  # the next 8,000: fit the heads, read them
+LP_EXAMPLES = 4000  # the default: the next 8,000 glosses, 4,000 to fit the heads and 4,000 to read them
 LP_BATCH = 64
 
 _LP_DATA: dict = {}
 
 
-def lp_positions(train_size: int) -> list[int]:
-    """Which glosses of the task's training split the lp read-out uses: the 8,000 after the ground
-    truth's in the split's seeded order (``load_task(max_train=N)`` keeps the first N of it)."""
+def lp_positions(train_size: int, examples: int = LP_EXAMPLES) -> list[int]:
+    """Which glosses of the task's training split the lp read-out uses: the ``2 * examples`` after
+    the ground truth's 8,000 in the split's seeded order (``load_task(max_train=N)`` keeps the
+    first N of it); the first half fits the heads, the second half reads them."""
     from nas.finetune.tasks import cap_order
 
-    return cap_order(train_size, "train", 0)[LP_SKIP : LP_SKIP + LP_FIT + LP_EVAL]
+    if LP_SKIP + 2 * examples > train_size:
+        raise ValueError(f"the lp read-out needs {LP_SKIP + 2 * examples} training glosses; the task has {train_size}")
+    return cap_order(train_size, "train", 0)[LP_SKIP : LP_SKIP + 2 * examples]
 
 
 def part_of_speech(label_names) -> tuple[list[str], torch.Tensor]:
@@ -116,10 +119,10 @@ def part_of_speech(label_names) -> tuple[list[str], torch.Tensor]:
     return names, torch.tensor([names.index(name.split(".")[0]) for name in label_names])
 
 
-def _lp_data(tokenizer=None):
+def _lp_data(tokenizer=None, examples: int = LP_EXAMPLES):
     """The lp read-out's encoded glosses, their (supersense, part-of-speech) labels and label
-    counts, and the (fit, eval) positions; built once per tokenizer."""
-    key = id(tokenizer)
+    counts, and the (fit, eval) positions; built once per tokenizer and size."""
+    key = (id(tokenizer), examples)
     if key not in _LP_DATA:
         from nas.distill.teacher import load_teacher
         from nas.finetune.run import encode
@@ -127,7 +130,7 @@ def _lp_data(tokenizer=None):
 
         tokenizer = tokenizer or load_teacher(None).tokenizer
         task = load_task(PROBE_TASK)
-        chosen = lp_positions(len(task.train_labels))
+        chosen = lp_positions(len(task.train_labels), examples)
         texts = [task.train_texts[i] for i in chosen]
         supersense = torch.tensor([task.train_labels[i] for i in chosen])
         pos_names, to_pos = part_of_speech(task.label_names)
@@ -137,14 +140,14 @@ def _lp_data(tokenizer=None):
         data = type(data)(data.ids[order], data.mask[order], data.token_types[order], data.labels[order])
         labels = ((supersense[order], task.num_labels), (to_pos[supersense[order]], len(pos_names)))
         position = order.argsort()  # where each chosen gloss sits after the sort
-        _LP_DATA[key] = (data, labels, position[:LP_FIT], position[LP_FIT:])
+        _LP_DATA[key] = (data, labels, position[:examples], position[examples:])
     return _LP_DATA[key]
 
 
-def _lp_accuracy(features: torch.Tensor, tokenizer=None) -> float:
+def _lp_accuracy(features: torch.Tensor, tokenizer=None, examples: int = LP_EXAMPLES) -> float:
     from nas.finetune.run import fit_linear_head
 
-    _, labels, fit, rest = _lp_data(tokenizer)
+    _, labels, fit, rest = _lp_data(tokenizer, examples)
     accuracies = []
     for y, count in labels:
         head, _ = fit_linear_head(features[fit], y[fit], count)
@@ -153,16 +156,18 @@ def _lp_accuracy(features: torch.Tensor, tokenizer=None) -> float:
     return sum(accuracies) / len(accuracies)
 
 
-def lp_score(encoder: Encoder, tokenizer=None, precision: str = "fp32", device: torch.device | None = None) -> float:
-    """The mean accuracy of the supersense and part-of-speech heads on the student's pooled features."""
+def lp_score(encoder: Encoder, tokenizer=None, precision: str = "fp32", device: torch.device | None = None,
+             examples: int = LP_EXAMPLES) -> float:
+    """The mean accuracy of the supersense and part-of-speech heads on the student's pooled features,
+    fit on ``examples`` glosses and read on as many more."""
     from nas.finetune.run import pooled_features
 
-    data = _lp_data(tokenizer)[0]
+    data = _lp_data(tokenizer, examples)[0]
     device = device if device is not None else next(encoder.parameters()).device
-    return _lp_accuracy(pooled_features(encoder, data, LP_BATCH, precision, device), tokenizer)
+    return _lp_accuracy(pooled_features(encoder, data, LP_BATCH, precision, device), tokenizer, examples)
 
 
-def lp_baseline(tokenizer=None) -> float:
+def lp_baseline(tokenizer=None, examples: int = LP_EXAMPLES) -> float:
     """``lp_score`` for a constant embedding: each head's majority class, the floor of the read-out."""
-    data = _lp_data(tokenizer)[0]
-    return _lp_accuracy(torch.zeros(len(data.labels), 1), tokenizer)
+    data = _lp_data(tokenizer, examples)[0]
+    return _lp_accuracy(torch.zeros(len(data.labels), 1), tokenizer, examples)

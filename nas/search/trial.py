@@ -127,8 +127,8 @@ def _constant_embedding_score(config, result) -> float | None:
     from nas.distill.quality import lp_baseline, probe_baseline
     from nas.distill.teacher import load_teacher
 
-    baseline = lp_baseline if config.score == "lp" else probe_baseline
-    return baseline(load_teacher(config.teacher, config.resolved_cache_dir).tokenizer)  # cached teacher
+    tokenizer = load_teacher(config.teacher, config.resolved_cache_dir).tokenizer  # cached teacher
+    return lp_baseline(tokenizer, config.lp_examples) if config.score == "lp" else probe_baseline(tokenizer)
 
 
 def trial_device() -> str:
