@@ -107,8 +107,8 @@ def main() -> None:
     sub.add_argument("--lr", type=_positive_float, help="the runs' peak learning rate (default: DistillConfig's)")
     sub.add_argument("--score", choices=["cosine", "lp"], default="cosine",
                      help="read each run by its cosine to the teacher, or by the lp probe (its own CSV, the cosine beside it)")
-    sub.add_argument("--schedule-steps", type=int, help="lay the learning-rate schedule out over this many steps and stop at the budget "
-                     "(DistillConfig.schedule_steps; default: the schedule ends with the run)")
+    sub.add_argument("--stop-fraction", type=_positive_float, default=1.0, help="train this fraction of the learning-rate schedule: "
+                     "0.5 lays it out over twice the budget and stops halfway (DistillConfig.stop_fraction; default 1)")
     sub.add_argument("--lp-examples", type=int, default=4000, help="--score lp: glosses the heads are fit on, and read on as many more")
     command("report", "the Kendall tau of every proxy against the ground truth", "run", "report")
     sub = command("front-report", "genomes from outside the set beside it: their ground truth and the score's ranking", "genomes", "run", "report")

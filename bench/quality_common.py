@@ -203,20 +203,20 @@ LP_BUDGET_CSV = RESULTS / "quality_budgets_lp.csv"  # the same runs read by the 
 LP_EXAMPLES = 4000  # DistillConfig's lp_examples before session 12: what quality_budgets_lp.csv was read with
 
 
-def budget_csv(score: str, schedule_steps: int | None = None, lp_examples: int = LP_EXAMPLES) -> Path:
+def budget_csv(score: str, stop_fraction: float = 1.0, lp_examples: int = LP_EXAMPLES) -> Path:
     """Where ``budgets`` keeps its rows: the cosine's, the lp probe's at the settings of session 11,
-    and a file per other (schedule, read-out size), e.g. quality_budgets_lp_sched640_lp8000.csv."""
+    and a file per other (stop fraction, read-out size), e.g. quality_budgets_lp_stop0.5_lp8000.csv."""
     if score != "lp":
         return BUDGET_CSV
-    if schedule_steps is None and lp_examples == LP_EXAMPLES:
+    if stop_fraction == 1.0 and lp_examples == LP_EXAMPLES:
         return LP_BUDGET_CSV
-    return RESULTS / f"quality_budgets_lp_sched{schedule_steps or 'run'}_lp{lp_examples}.csv"
+    return RESULTS / f"quality_budgets_lp_stop{stop_fraction:g}_lp{lp_examples}.csv"
 # What every bench run is measured at, pinned where it runs because DistillConfig's defaults move:
 # the peak learning rate of every run before session 7 (the budget CSV records each row's lr), and
 # the cosine read-out alone as the score (the report adds the parameter term itself; budgets --score lp
 # reads the lp probe).
 MEASURED_LR = 2e-3
-MEASURED = {"lr": MEASURED_LR, "params_weight": 0.0, "score": "cosine"}  # the cosine: every run before session 11 read it
+MEASURED = {"lr": MEASURED_LR, "params_weight": 0.0, "score": "cosine", "stop_fraction": 1.0}  # the cosine, the whole schedule: every run before session 12
 
 def _read_list(path: Path) -> list[dict]:
     if not path.exists():

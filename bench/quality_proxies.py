@@ -151,10 +151,10 @@ def run_budgets(args) -> None:
     if args.reverse:
         genomes = dict(reversed(list(genomes.items())))
     lr = args.lr if args.lr is not None else DistillConfig().lr
-    csv_path = budget_csv(args.score, args.schedule_steps, args.lp_examples)
+    csv_path = budget_csv(args.score, args.stop_fraction, args.lp_examples)
     for steps in args.budgets:  # a bad pair is one line before anything runs
         try:
-            DistillConfig(steps=steps, schedule_steps=args.schedule_steps, lp_examples=args.lp_examples)
+            DistillConfig(steps=steps, stop_fraction=args.stop_fraction, lp_examples=args.lp_examples)
         except DistillError as err:
             usage_error(f"--budgets {steps}: {err}")
 
@@ -168,7 +168,7 @@ def run_budgets(args) -> None:
             continue
         began = time.perf_counter()
         config = DistillConfig(steps=steps, seed=seed, threads=args.threads, num_checkpoints=1, lr=lr, params_weight=0.0,
-                               score=args.score, schedule_steps=args.schedule_steps, lp_examples=args.lp_examples)
+                               score=args.score, stop_fraction=args.stop_fraction, lp_examples=args.lp_examples)
         result = distill(genomes[name], config)
         row = {"name": name, "steps": steps, "seed": seed, "lr": lr, "status": result.status,
                "score": round(result.score, 5) if result.score is not None else "",

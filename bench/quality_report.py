@@ -7,7 +7,7 @@ import json
 import math
 import re
 
-from quality_common import BUDGET_CSV, LP_BUDGET_CSV, MEASURED_LR, PROXY_CSV, READOUT_CSV, RESULTS, TASKS, _read_list, _unpack, ground_files, lp_ground_truth, read_rows
+from quality_common import BUDGET_CSV, LP_BUDGET_CSV, MEASURED_LR, budget_csv, PROXY_CSV, READOUT_CSV, RESULTS, TASKS, _read_list, _unpack, ground_files, lp_ground_truth, read_rows
 
 
 def run_report(args) -> None:
@@ -393,6 +393,53 @@ def extrapolate(curve: dict[int, float], to_step: int) -> float:
     return float(best[1])
 
 
+E_STEPS, E_STOP, E_EXAMPLES, E_SEED = 320, 0.5, 8000, 7  # session 12's candidate E, as pre-registered
+
+
+def _lp_rows(path, steps: int, seed: int, genomes: dict) -> dict[str, float]:
+    """One read-out's scores at a budget and seed (peak lr 2e-3), from a ``budgets --score lp`` CSV."""
+    return {row["name"]: float(row["score"]) for row in _read_list(path) if row["name"] in genomes and row["status"] == "ok"
+            and row["steps"] == str(steps) and row["seed"] == str(seed) and float(row["lr"]) == MEASURED_LR}
+
+
+def _like_for_like(gt_runs: dict[str, dict], lp_seeded: dict, cut: dict, params: dict, genomes: dict) -> None:
+    """Each single run against the ground truth of the runs that share no seed with it: a run at
+    seed s shares its initialisation and batches with ground-truth run s, so s is left out of the
+    mean it is judged by. Beside the proxies: one ground-truth run's own half-budget snapshot and
+    full budget (its noise ceiling), and by hidden width how many places each reading moves genomes."""
+    names = [n for n, runs in gt_runs.items() if len({s for s, _, _ in runs}) > 1 and all(n in v for v in lp_seeded.values())]
+    if len(names) < 3:
+        return
+
+    def others(seed: int) -> dict[str, float]:
+        return {n: sum(g for s, g, _ in gt_runs[n] if s != seed) / sum(1 for s, _, _ in gt_runs[n] if s != seed) for n in names}
+
+    big = [n for n in names if params[n] > 10e6]
+    print(f"\nlike against like: each run against the mean ground truth of the runs without its seed ({len(names)} genomes; "
+          f"all / the {len(big)} above 10M)")
+    readings = {}
+    for seed in (0, 1):
+        own = {n: next(g for s, g, _ in gt_runs[n] if s == seed) for n in names}
+        half = {n: next(h for s, _, h in gt_runs[n] if s == seed) for n in names}
+        readings[f"the ground truth's seed-{seed} run, full budget (the noise ceiling)"] = (own, others(seed))
+        readings[f"the ground truth's seed-{seed} run at half its budget"] = (half, others(seed))
+        readings[f"D, seed {seed}"] = (lp_seeded[seed], others(seed))
+    if all(n in cut for n in names):
+        readings[f"E, seed {E_SEED} (no ground-truth run has it)"] = (cut, others(E_SEED))
+    for label, (values, truth) in readings.items():
+        print(f"  {label}: {_tau(values, truth, names):.3f} / {_tau(values, truth, big):.3f}")
+    truth = others(-1)
+    place = {n: i for i, n in enumerate(sorted(names, key=lambda n: -truth[n]))}
+    widths = sorted({genomes[n].hidden_size for n in names})
+    print("  places each reading moves genomes up (-) or down (+) against all runs' mean, by hidden width: "
+          + ", ".join(f"{w} ({sum(genomes[n].hidden_size == w for n in names)})" for w in widths))
+    for label, values in [("D, seed 0", lp_seeded[0]), ("D, seed 1", lp_seeded[1])] + ([("E", cut)] if all(n in cut for n in names) else []):
+        ranked = {n: i for i, n in enumerate(sorted(names, key=lambda n: -values[n]))}
+        moves = [sum(ranked[n] - place[n] for n in names if genomes[n].hidden_size == w) / sum(genomes[n].hidden_size == w for n in names)
+                 for w in widths]
+        print(f"    {label}: " + ", ".join(f"{m:+.1f}" for m in moves))
+
+
 def _tau(values: dict, gt: dict, names: list[str]) -> float:
     from scipy.stats import kendalltau
 
@@ -422,6 +469,14 @@ def run_front_report(args) -> None:
     extra = selected(args)
     tagged = [read_rows(ground_files(args.distill_steps, seed, tag).lp_csv) for tag in tags for seed in args.seeds]
     per_seed = {n: [lp_ground_truth(run[n], tasks) for run in tagged if n in run] for n in extra}
+    gt_runs: dict[str, list] = {}  # (seed, full, half) of every run at --distill-steps, for the like-against-like figures
+    same_budget = [(f.seed, read_rows(f.lp_csv)) for f in [ground_files(args.distill_steps, args.ground_seed), *args.also_runs]
+                   if f.steps == args.distill_steps]
+    same_budget += [(seed, read_rows(ground_files(args.distill_steps, seed, tag).lp_csv)) for tag in tags for seed in args.seeds]
+    for seed, rows in same_budget:
+        for n, row in rows.items():
+            if n in names or n in extra:
+                gt_runs.setdefault(n, []).append((seed, lp_ground_truth(row, tasks), lp_ground_truth(row, tasks, "half")))
     for n, values in per_seed.items():
         if values:
             gt[n] = sum(values) / len(values)
@@ -439,11 +494,10 @@ def run_front_report(args) -> None:
     score = with_term(cosine[0])
     alone = cosine_at(1e-3)  # session 7's default: lr 1e-3, the cosine alone
     # D: the same 240-step run read by the lp probe (budgets --score lp), per seed; the table shows seed 0
-    lp_rows = _read_list(LP_BUDGET_CSV)
-    lp_seeded = {seed: {row["name"]: float(row["score"]) for row in lp_rows if row["name"] in genomes and row["status"] == "ok"
-                        and row["steps"] == "240" and row["seed"] == str(seed) and float(row["lr"]) == MEASURED_LR}
-                 for seed in (0, 1)}
+    lp_seeded = {seed: _lp_rows(LP_BUDGET_CSV, 240, seed, genomes) for seed in (0, 1)}
     lp = lp_seeded[0]
+    # E (session 12): 320 steps of a 640-step schedule, read on 8,000 + 8,000 glosses, at seed 7 (no ground-truth run's seed)
+    cut = _lp_rows(budget_csv("lp", E_STOP, E_EXAMPLES), E_STEPS, E_SEED, genomes)
     by_lp = sorted(lp, key=lambda n: -lp[n])
     scorer = CheapScorer(["latency_ms@pixel4"])
     latency = {n: scorer.scores(a)["latency_ms@pixel4"] for n, a in genomes.items()}
@@ -455,8 +509,12 @@ def run_front_report(args) -> None:
     print(f"score = the 240-step cosine at lr {MEASURED_LR:g} (seed 0) + {PARAMS_WEIGHT:g} ln(params / 1M), the default run")
     if lp:
         print(f"lp = the same run (seed 0) read by the lp probe instead (DistillConfig(score='lp')), for {len(lp)} genomes")
+    if cut:
+        print(f"E = {E_STEPS} steps of a {round(E_STEPS / E_STOP)}-step schedule read by the lp probe on {E_EXAMPLES} + {E_EXAMPLES} glosses "
+              f"(seed {E_SEED}), for {len(cut)} genomes")
+    by_cut = sorted(cut, key=lambda n: -cut[n])
     print(f"{'genome':<24} {'params':>7} {'layers':>6} {'pixel4':>8} {'gt':>7} {'gt rank':>7} {'score':>7} {'rank':>5}"
-          + (f" {'lp':>7} {'rank':>5}" if lp else "") + "  per seed")
+          + (f" {'lp':>7} {'rank':>5}" if lp else "") + (f" {'E':>7} {'rank':>5}" if cut else "") + "  per seed")
     for n in by_gt:
         seeds = " ".join(f"{v:.4f}" for v in per_seed.get(n, []))
         line = (f"{n:<24} {params[n] / 1e6:6.1f}M {genomes[n].num_layers:>6} {latency[n]:6.1f}ms {gt[n]:7.4f} "
@@ -464,10 +522,12 @@ def run_front_report(args) -> None:
         line += f"{score[n]:7.4f} {by_score.index(n) + 1:>5}" if n in score else f"{'-':>7} {'-':>5}"
         if lp:
             line += f" {lp[n]:7.4f} {by_lp.index(n) + 1:>5}" if n in lp else f" {'-':>7} {'-':>5}"
+        if cut:
+            line += f" {cut[n]:7.4f} {by_cut.index(n) + 1:>5}" if n in cut else f" {'-':>7} {'-':>5}"
         print(line + ("  " + seeds if seeds else ""))
     pairs = _reference_pair_list(gt, genomes, list(gt))
     read_outs = [("the default score", score), ("session 7's (240-step cosine at lr 1e-3)", alone)]
-    for label, values in read_outs + ([("the lp read-out (D)", lp)] if lp else []):
+    for label, values in read_outs + ([("the lp read-out (D)", lp)] if lp else []) + ([("E, the cut-short run", cut)] if cut else []):
         both = [n for n in gt if n in values]
         missed = _misses(pairs, values)
         big = [n for n in both if params[n] > 10e6]
@@ -499,6 +559,8 @@ def run_front_report(args) -> None:
         if len(taus) > 1:
             print(f"  the lp read-out (D), mean of {len(taus)} seeds' taus: {sum(taus.values()) / len(taus):.3f}; "
                   f"seed 0 against seed 1: {_tau(lp_seeded[0], lp_seeded[1], own):.3f}")
+        if own and all(n in cut for n in own):
+            print(f"  E, the cut-short run (seed {E_SEED}): {_tau(cut, gt, own):.3f}")
         for weight in args.weights:  # the same score with another weight on the term
             taus = [_tau(with_term(values, weight), gt, own) for values in cosine.values() if all(n in values for n in own)]
             if taus:
@@ -513,6 +575,8 @@ def run_front_report(args) -> None:
             print(f"\nthe band {low:g}-{high:g} ms on pixel4: {len(band)} genomes; the default score's first is {pick} "
                   f"(ground truth {gt[pick]:.4f}, {in_band.index(pick) + 1} of {len(band)} in the band, {by_gt.index(pick) + 1} of {len(gt)}); "
                   f"the ground truth's first is {best} ({gt[best]:.4f})")
-            if all(n in lp for n in band):
-                pick = max(band, key=lambda n: lp[n])
-                print(f"the lp read-out's first in the band is {pick} ({in_band.index(pick) + 1} of {len(band)} in the band)")
+            for label, values in (("the lp read-out", lp), ("E", cut)):
+                if all(n in values for n in band):
+                    pick = max(band, key=lambda n: values[n])
+                    print(f"{label}'s first in the band is {pick} ({in_band.index(pick) + 1} of {len(band)} in the band)")
+    _like_for_like({n: v for n, v in gt_runs.items() if n in gt}, lp_seeded, cut, params, genomes)

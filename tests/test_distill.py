@@ -76,7 +76,8 @@ def test_config_round_trips_through_json():
         ({"batch_size": 2.5}, "batch_size=2.5"),
         ({"feature_weight": 0.0, "attention_weight": 0.0, "output_weight": 0.0}, "nothing to learn"),
         ({"init_embeddings": "zeros"}, "init_embeddings"),
-        ({"steps": 320, "schedule_steps": 160}, "schedule_steps=160: must be at least steps"),
+        ({"stop_fraction": 1.5}, "stop_fraction=1.5: must be in \\(0, 1\\]"),
+        ({"stop_fraction": 0}, "stop_fraction=0: must be in"),
         ({"lp_examples": 100}, "lp_examples=100: must be 500-40000 glosses"),
     ],
 )
@@ -237,12 +238,13 @@ def test_run_reports_checkpoints_and_is_deterministic(config):
 
 
 def test_a_run_cut_short_of_its_schedule(config):
-    """schedule_steps lays warm-up and decay out over a longer run and stops at steps: the same
-    checkpoints, different training (the rate never reaches zero); equal to steps, it is the plain run."""
-    assert DistillConfig(steps=320, schedule_steps=640).warmup_steps == 64 and DistillConfig(steps=320).warmup_steps == 32
-    plain = distill(TINY, config)
-    same = distill(TINY, config.replace(schedule_steps=config.steps))
-    cut = distill(TINY, config.replace(schedule_steps=4 * config.steps))
+    """stop_fraction lays warm-up and decay out over a longer run and stops at steps: the same
+    checkpoints, different training (the rate never reaches zero); at 1, it is the plain run."""
+    half = DistillConfig(steps=320, stop_fraction=0.5)
+    assert (half.schedule_length, half.warmup_steps) == (640, 64) and DistillConfig(steps=320, stop_fraction=1.0).warmup_steps == 32
+    plain = distill(TINY, config.replace(stop_fraction=1.0))
+    same = distill(TINY, config.replace(stop_fraction=0.99))  # a schedule of round(6 / 0.99) = 6 steps: the plain run
+    cut = distill(TINY, config.replace(stop_fraction=0.25))
     assert _numbers(same) == _numbers(plain)
     assert [c.step for c in cut.checkpoints] == [c.step for c in plain.checkpoints] and cut.status == "ok"
     assert cut.checkpoints[-1].heldout_loss != plain.checkpoints[-1].heldout_loss

@@ -39,6 +39,10 @@ def register(subparsers) -> None:
     p.add_argument("--seq-len", type=_positive_int, help=f"tokens per window (default {defaults.seq_len})")
     p.add_argument("--batch-size", type=_positive_int, help=f"windows per step (default {defaults.batch_size})")
     p.add_argument("--lr", type=_positive_float, help=f"peak AdamW learning rate (default {defaults.lr:g})")
+    p.add_argument("--stop-fraction", type=_positive_float, help="train this fraction of the learning-rate schedule: 0.5 "
+                   f"lays warm-up and decay out over twice --steps and stops halfway (default {defaults.stop_fraction:g})")
+    p.add_argument("--lp-examples", type=_positive_int, help="--score lp: glosses the heads are fit on, and read on as many "
+                   f"more (default {defaults.lp_examples})")
     p.add_argument("--params-weight", type=_non_negative_float, help="add W * ln(parameters / 1M) to the score, a "
                    f"training-free capacity term (default {defaults.params_weight:g}; docs/quality.md)")  # fmt: skip
     p.add_argument("--checkpoints", type=_positive_int, dest="num_checkpoints", metavar="N",

@@ -43,10 +43,10 @@ class DistillConfig:
     """
 
     steps: int = 240
-    # The learning-rate schedule's length: warm-up and linear decay are laid out over this many steps
-    # and the run stops at ``steps``, with the rate still up (a run cut short, as an ASHA rung is).
-    # None: the schedule ends with the run, the rate decaying to zero at ``steps``.
-    schedule_steps: int | None = None
+    # The fraction of its learning-rate schedule the run trains: warm-up and linear decay are laid
+    # out over steps / stop_fraction steps and the run stops after ``steps``, the rate still up (a
+    # run cut short, as an ASHA rung is). 1: the rate decays to zero at ``steps``.
+    stop_fraction: float = 1.0
     seed: int = 0
     repeats: int = 1  # independent runs (seeds seed, seed+1, ...) of `steps` each; the score is their mean
     teacher: str | None = None
@@ -154,8 +154,8 @@ class DistillConfig:
 
     @property
     def schedule_length(self) -> int:
-        """The steps the learning-rate schedule is laid out over (``schedule_steps``, else ``steps``)."""
-        return self.schedule_steps or self.steps
+        """The steps the learning-rate schedule is laid out over: ``steps / stop_fraction``."""
+        return max(self.steps, round(self.steps / self.stop_fraction))
 
     @property
     def warmup_steps(self) -> int:
@@ -186,8 +186,8 @@ class DistillConfig:
         for name in ("threads", "train_examples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise fail(name, "must be at least 1 (or null)")
-        if self.schedule_steps is not None and self.schedule_steps < self.steps:
-            raise fail("schedule_steps", f"must be at least steps ({self.steps}), or null for a schedule that ends with the run")
+        if not 0 < self.stop_fraction <= 1:
+            raise fail("stop_fraction", "must be in (0, 1]: the fraction of its learning-rate schedule the run trains")
         if not LP_EXAMPLES_RANGE[0] <= self.lp_examples <= LP_EXAMPLES_RANGE[1]:
             raise fail("lp_examples", f"must be {LP_EXAMPLES_RANGE[0]}-{LP_EXAMPLES_RANGE[1]} glosses (the heads are fit on that many and read on as many)")
         if self.seq_len < 8:
