@@ -246,7 +246,7 @@ class LinearProbeGrader:
         """Grade and append one genome's row; None when it is done already or another process has it."""
         from safetensors.torch import load_file, save_file
 
-        from nas.finetune.run import HEAD_FIT_ITERATIONS, fit_linear_head, pooled_features
+        from nas.finetune.run import HEAD_FIT_ITERATIONS, linear_head_outcomes, pooled_features
         from nas.model import build_model
 
         if name in done_names(files.lp_csv) or _claimed_by_another(files.features / name / "claimed"):
@@ -268,9 +268,8 @@ class LinearProbeGrader:
                 features = {k: pooled_features(encoder, v, 64, self.precision, self.device) for k, v in self.splits.items()}
                 save_file(features, str(cache))
             for key in LP_TASKS:
-                head, _ = fit_linear_head(features["train"], self.labels[key]["train"], self.counts[key])
-                predicted = (features["dev"] @ head["weight"].T + head["bias"]).argmax(1)
-                correct = (predicted == self.labels[key]["dev"]).numpy()
+                correct = linear_head_outcomes(features["train"], self.labels[key]["train"], features["dev"],
+                                               self.labels[key]["dev"], self.counts[key]).numpy()
                 row[f"{label}_{key}_acc"] = round(float(correct.mean()), 5)
                 row[f"{label}_{key}_correct"] = _pack(correct)
         row["seconds"] = round(time.perf_counter() - began, 1)

@@ -69,7 +69,7 @@ def run_readouts(args) -> None:
     from nas.distill.quality import ridge_probe_accuracy
     from nas.distill.run import _init_word_embeddings
     from nas.distill.teacher import load_teacher
-    from nas.finetune.run import encode, fit_linear_head
+    from nas.finetune.run import encode, linear_head_outcomes
     from nas.finetune.tasks import load_task
     from nas.model import build_model
 
@@ -112,9 +112,8 @@ def run_readouts(args) -> None:
             both = torch.cat([embedded, last], 1).double()
             for suffix, (f, r) in (("", (fit, read)), ("_small", small)):
                 row[f"ridge{step}{suffix}"] = round(ridge_probe_accuracy(both[f], data.labels[f], both[r], data.labels[r], task.num_labels), 5)
-                head, _ = fit_linear_head(last[f], data.labels[f], task.num_labels)
-                predicted = (last[r] @ head["weight"].T + head["bias"]).argmax(1)
-                row[f"lp{step}{suffix}"] = round(float((predicted == data.labels[r]).double().mean()), 5)
+                correct = linear_head_outcomes(last[f], data.labels[f], last[r], data.labels[r], task.num_labels)
+                row[f"lp{step}{suffix}"] = round(float(correct.double().mean()), 5)
             row[f"readout{step}_s"] = round(time.perf_counter() - t, 1)
         row["status"] = "ok"
         append_row(READOUT_CSV, {k: row.get(k, "") for k in READOUT_FIELDS})

@@ -19,6 +19,8 @@ task's *train* split only, so the dev split that fine-tuning reports on is never
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from nas.distill.data import mean_pool
@@ -59,24 +61,19 @@ def ridge_probe_accuracy(train_x, train_y, eval_x, eval_y, num_labels: int, ridg
     return float(((b @ weights).argmax(1) == eval_y).double().mean())
 
 
-_PROBE_DATA: dict = {}
-
-
+@functools.lru_cache(maxsize=4)  # once per tokenizer (None: the default teacher's)
 def _probe_data(tokenizer=None):
-    """The probe's encoded examples, label count, and (fit, eval) indices, loaded once per tokenizer."""
-    key = id(tokenizer)
-    if key not in _PROBE_DATA:
-        from nas.distill.teacher import load_teacher
-        from nas.finetune.run import encode
-        from nas.finetune.tasks import load_task
+    """The probe's encoded examples, label count, and (fit, eval) indices."""
+    from nas.distill.teacher import load_teacher
+    from nas.finetune.run import encode
+    from nas.finetune.tasks import load_task
 
-        tokenizer = tokenizer or load_teacher(None).tokenizer
-        task = load_task(PROBE_TASK, max_train=PROBE_FIT + PROBE_EVAL, max_dev=2)
-        data = encode(tokenizer, task.train_texts, None, task.train_labels, PROBE_SEQ_LEN)
-        # the task keeps WordNet's file order (grouped by part of speech): split by a fixed permutation
-        order = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(0))
-        _PROBE_DATA[key] = (data, task.num_labels, order[:PROBE_FIT], order[PROBE_FIT:])
-    return _PROBE_DATA[key]
+    tokenizer = tokenizer or load_teacher(None).tokenizer
+    task = load_task(PROBE_TASK, max_train=PROBE_FIT + PROBE_EVAL, max_dev=2)
+    data = encode(tokenizer, task.train_texts, None, task.train_labels, PROBE_SEQ_LEN)
+    # the task keeps WordNet's file order (grouped by part of speech): split by a fixed permutation
+    order = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(0))
+    return data, task.num_labels, order[:PROBE_FIT], order[PROBE_FIT:]
 
 
 def probe_score(encoder: Encoder, tokenizer=None) -> float:
@@ -98,8 +95,6 @@ LP_SKIP = 8000  # the ground truth's head is fit on the first 8,000 of the train
 LP_EXAMPLES = 4000  # the default: the next 8,000 glosses, 4,000 to fit the heads and 4,000 to read them
 LP_BATCH = 64
 
-_LP_DATA: dict = {}
-
 
 def lp_positions(train_size: int, examples: int = LP_EXAMPLES) -> list[int]:
     """Which glosses of the task's training split the lp read-out uses: the ``2 * examples`` after
@@ -119,40 +114,35 @@ def part_of_speech(label_names) -> tuple[list[str], torch.Tensor]:
     return names, torch.tensor([names.index(name.split(".")[0]) for name in label_names])
 
 
+@functools.lru_cache(maxsize=4)  # once per tokenizer and size
 def _lp_data(tokenizer=None, examples: int = LP_EXAMPLES):
     """The lp read-out's encoded glosses, their (supersense, part-of-speech) labels and label
-    counts, and the (fit, eval) positions; built once per tokenizer and size."""
-    key = (id(tokenizer), examples)
-    if key not in _LP_DATA:
-        from nas.distill.teacher import load_teacher
-        from nas.finetune.run import encode
-        from nas.finetune.tasks import load_task
+    counts, and the (fit, eval) positions."""
+    from nas.distill.teacher import load_teacher
+    from nas.finetune.run import encode
+    from nas.finetune.tasks import load_task
 
-        tokenizer = tokenizer or load_teacher(None).tokenizer
-        task = load_task(PROBE_TASK)
-        chosen = lp_positions(len(task.train_labels), examples)
-        texts = [task.train_texts[i] for i in chosen]
-        supersense = torch.tensor([task.train_labels[i] for i in chosen])
-        pos_names, to_pos = part_of_speech(task.label_names)
-        data = encode(tokenizer, texts, None, supersense.tolist(), PROBE_SEQ_LEN)
-        # shortest first: batches cut to their longest gloss then hold little padding (4x faster)
-        order = data.mask.sum(1).argsort(stable=True)
-        data = type(data)(data.ids[order], data.mask[order], data.token_types[order], data.labels[order])
-        labels = ((supersense[order], task.num_labels), (to_pos[supersense[order]], len(pos_names)))
-        position = order.argsort()  # where each chosen gloss sits after the sort
-        _LP_DATA[key] = (data, labels, position[:examples], position[examples:])
-    return _LP_DATA[key]
+    tokenizer = tokenizer or load_teacher(None).tokenizer
+    task = load_task(PROBE_TASK)
+    chosen = lp_positions(len(task.train_labels), examples)
+    texts = [task.train_texts[i] for i in chosen]
+    supersense = torch.tensor([task.train_labels[i] for i in chosen])
+    pos_names, to_pos = part_of_speech(task.label_names)
+    data = encode(tokenizer, texts, None, supersense.tolist(), PROBE_SEQ_LEN)
+    # shortest first: batches cut to their longest gloss then hold little padding (4x faster)
+    order = data.mask.sum(1).argsort(stable=True)
+    data = type(data)(data.ids[order], data.mask[order], data.token_types[order], data.labels[order])
+    labels = ((supersense[order], task.num_labels), (to_pos[supersense[order]], len(pos_names)))
+    position = order.argsort()  # where each chosen gloss sits after the sort
+    return data, labels, position[:examples], position[examples:]
 
 
 def _lp_accuracy(features: torch.Tensor, tokenizer=None, examples: int = LP_EXAMPLES) -> float:
-    from nas.finetune.run import fit_linear_head
+    from nas.finetune.run import linear_head_outcomes
 
     _, labels, fit, rest = _lp_data(tokenizer, examples)
-    accuracies = []
-    for y, count in labels:
-        head, _ = fit_linear_head(features[fit], y[fit], count)
-        predicted = (features[rest] @ head["weight"].T + head["bias"]).argmax(1)
-        accuracies.append(float((predicted == y[rest]).float().mean()))
+    accuracies = [float(linear_head_outcomes(features[fit], y[fit], features[rest], y[rest], count).float().mean())
+                  for y, count in labels]
     return sum(accuracies) / len(accuracies)
 
 

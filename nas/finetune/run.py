@@ -300,6 +300,14 @@ def fit_linear_head(x: torch.Tensor, labels: torch.Tensor, num_labels: int) -> t
         return head, float(objective())
 
 
+def linear_head_outcomes(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor, eval_y: torch.Tensor,
+                         num_labels: int) -> torch.Tensor:
+    """Fit ``fit_linear_head`` on the training features; whether it labels each evaluation example
+    right (a bool per example: its mean is the accuracy, and the report bootstraps over them)."""
+    head, _ = fit_linear_head(train_x, train_y, num_labels)
+    return (eval_x @ head["weight"].T + head["bias"]).argmax(1) == eval_y
+
+
 def _train_one(encoder, num_labels, train: Encoded, dev: Encoded, lr, config: FinetuneConfig, precision, device,
                progress, head: dict[str, torch.Tensor] | None = None) -> LrResult:
     # dropout draws from the device's generator: seed it, and give the caller's state back after
