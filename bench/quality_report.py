@@ -396,9 +396,14 @@ def extrapolate(curve: dict[int, float], to_step: int) -> float:
 E_STEPS, E_STOP, E_EXAMPLES, E_SEED = 320, 0.5, 8000, 7  # session 12's candidate E, as pre-registered
 
 
+DIVERGED = -1.0  # a run that diverged ranks below every scored genome: the search marks it FAIL and never fronts it
+
+
 def _lp_rows(path, steps: int, seed: int, genomes: dict) -> dict[str, float]:
-    """One read-out's scores at a budget and seed (peak lr 2e-3), from a ``budgets --score lp`` CSV."""
-    return {row["name"]: float(row["score"]) for row in _read_list(path) if row["name"] in genomes and row["status"] == "ok"
+    """One read-out's scores at a budget and seed (peak lr 2e-3), from a ``budgets --score lp`` CSV;
+    a diverged run reads ``DIVERGED``."""
+    return {row["name"]: float(row["score"]) if row["status"] == "ok" else DIVERGED for row in _read_list(path)
+            if row["name"] in genomes and row["status"] in ("ok", "diverged")
             and row["steps"] == str(steps) and row["seed"] == str(seed) and float(row["lr"]) == MEASURED_LR}
 
 
@@ -512,6 +517,10 @@ def run_front_report(args) -> None:
     if cut:
         print(f"E = {E_STEPS} steps of a {round(E_STEPS / E_STOP)}-step schedule read by the lp probe on {E_EXAMPLES} + {E_EXAMPLES} glosses "
               f"(seed {E_SEED}), for {len(cut)} genomes")
+    for label, values in [(f"D, seed {seed}", v) for seed, v in lp_seeded.items()] + [(f"E, seed {E_SEED}", cut)]:
+        failed = sorted(n for n, v in values.items() if v == DIVERGED)
+        if failed:
+            print(f"{label} diverged on {len(failed)} of {len(values)}: {', '.join(failed)} (ranked below every scored genome)")
     by_cut = sorted(cut, key=lambda n: -cut[n])
     print(f"{'genome':<24} {'params':>7} {'layers':>6} {'pixel4':>8} {'gt':>7} {'gt rank':>7} {'score':>7} {'rank':>5}"
           + (f" {'lp':>7} {'rank':>5}" if lp else "") + (f" {'E':>7} {'rank':>5}" if cut else "") + "  per seed")
@@ -560,7 +569,11 @@ def run_front_report(args) -> None:
             print(f"  the lp read-out (D), mean of {len(taus)} seeds' taus: {sum(taus.values()) / len(taus):.3f}; "
                   f"seed 0 against seed 1: {_tau(lp_seeded[0], lp_seeded[1], own):.3f}")
         if own and all(n in cut for n in own):
-            print(f"  E, the cut-short run (seed {E_SEED}): {_tau(cut, gt, own):.3f}")
+            scored = [n for n in own if cut[n] != DIVERGED and all(lp_seeded[s].get(n) != DIVERGED for s in lp_seeded)]
+            print(f"  E, the cut-short run (seed {E_SEED}): {_tau(cut, gt, own):.3f}"
+                  + (f"; without the {len(own) - len(scored)} genome(s) a run of D or E diverged on: E {_tau(cut, gt, scored):.3f}, "
+                     f"D " + " / ".join(f"{_tau(v, gt, scored):.3f}" for v in lp_seeded.values() if all(n in v for n in scored))
+                     if len(scored) < len(own) else ""))
         for weight in args.weights:  # the same score with another weight on the term
             taus = [_tau(with_term(values, weight), gt, own) for values in cosine.values() if all(n in values for n in own)]
             if taus:
