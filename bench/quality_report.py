@@ -393,7 +393,9 @@ def extrapolate(curve: dict[int, float], to_step: int) -> float:
     return float(best[1])
 
 
-E_STEPS, E_STOP, E_EXAMPLES, E_SEED = 320, 0.5, 8000, 7  # session 12's candidate E, as pre-registered
+# session 12's candidates, as pre-registered: (steps, stop_fraction, lp_examples), read at seed 7 (no ground-truth run's)
+CANDIDATES = {"E": (320, 0.5, 8000), "F": (320, 1.0, 8000)}
+CANDIDATE_SEED = 7
 
 
 DIVERGED = -1.0  # a run that diverged ranks below every scored genome: the search marks it FAIL and never fronts it
@@ -407,7 +409,7 @@ def _lp_rows(path, steps: int, seed: int, genomes: dict) -> dict[str, float]:
             and row["steps"] == str(steps) and row["seed"] == str(seed) and float(row["lr"]) == MEASURED_LR}
 
 
-def _like_for_like(gt_runs: dict[str, dict], lp_seeded: dict, cut: dict, params: dict, genomes: dict) -> None:
+def _like_for_like(gt_runs: dict[str, dict], lp_seeded: dict, candidates: dict, params: dict, genomes: dict) -> None:
     """Each single run against the ground truth of the runs that share no seed with it: a run at
     seed s shares its initialisation and batches with ground-truth run s, so s is left out of the
     mean it is judged by. Beside the proxies: one ground-truth run's own half-budget snapshot and
@@ -429,8 +431,9 @@ def _like_for_like(gt_runs: dict[str, dict], lp_seeded: dict, cut: dict, params:
         readings[f"the ground truth's seed-{seed} run, full budget (the noise ceiling)"] = (own, others(seed))
         readings[f"the ground truth's seed-{seed} run at half its budget"] = (half, others(seed))
         readings[f"D, seed {seed}"] = (lp_seeded[seed], others(seed))
-    if all(n in cut for n in names):
-        readings[f"E, seed {E_SEED} (no ground-truth run has it)"] = (cut, others(E_SEED))
+    complete = {label: values for label, values in candidates.items() if all(n in values for n in names)}
+    for label, values in complete.items():
+        readings[f"{label}, seed {CANDIDATE_SEED} (no ground-truth run has it)"] = (values, others(CANDIDATE_SEED))
     for label, (values, truth) in readings.items():
         print(f"  {label}: {_tau(values, truth, names):.3f} / {_tau(values, truth, big):.3f}")
     truth = others(-1)
@@ -438,7 +441,7 @@ def _like_for_like(gt_runs: dict[str, dict], lp_seeded: dict, cut: dict, params:
     widths = sorted({genomes[n].hidden_size for n in names})
     print("  places each reading moves genomes up (-) or down (+) against all runs' mean, by hidden width: "
           + ", ".join(f"{w} ({sum(genomes[n].hidden_size == w for n in names)})" for w in widths))
-    for label, values in [("D, seed 0", lp_seeded[0]), ("D, seed 1", lp_seeded[1])] + ([("E", cut)] if all(n in cut for n in names) else []):
+    for label, values in [("D, seed 0", lp_seeded[0]), ("D, seed 1", lp_seeded[1]), *complete.items()]:
         ranked = {n: i for i, n in enumerate(sorted(names, key=lambda n: -values[n]))}
         moves = [sum(ranked[n] - place[n] for n in names if genomes[n].hidden_size == w) / sum(genomes[n].hidden_size == w for n in names)
                  for w in widths]
@@ -502,7 +505,8 @@ def run_front_report(args) -> None:
     lp_seeded = {seed: _lp_rows(LP_BUDGET_CSV, 240, seed, genomes) for seed in (0, 1)}
     lp = lp_seeded[0]
     # E (session 12): 320 steps of a 640-step schedule, read on 8,000 + 8,000 glosses, at seed 7 (no ground-truth run's seed)
-    cut = _lp_rows(budget_csv("lp", E_STOP, E_EXAMPLES), E_STEPS, E_SEED, genomes)
+    candidates = {label: values for label, (steps, stop, examples) in CANDIDATES.items()
+                  if (values := _lp_rows(budget_csv("lp", stop, examples), steps, CANDIDATE_SEED, genomes))}
     by_lp = sorted(lp, key=lambda n: -lp[n])
     scorer = CheapScorer(["latency_ms@pixel4"])
     latency = {n: scorer.scores(a)["latency_ms@pixel4"] for n, a in genomes.items()}
@@ -514,16 +518,17 @@ def run_front_report(args) -> None:
     print(f"score = the 240-step cosine at lr {MEASURED_LR:g} (seed 0) + {PARAMS_WEIGHT:g} ln(params / 1M), the default run")
     if lp:
         print(f"lp = the same run (seed 0) read by the lp probe instead (DistillConfig(score='lp')), for {len(lp)} genomes")
-    if cut:
-        print(f"E = {E_STEPS} steps of a {round(E_STEPS / E_STOP)}-step schedule read by the lp probe on {E_EXAMPLES} + {E_EXAMPLES} glosses "
-              f"(seed {E_SEED}), for {len(cut)} genomes")
-    for label, values in [(f"D, seed {seed}", v) for seed, v in lp_seeded.items()] + [(f"E, seed {E_SEED}", cut)]:
+    for label, values in candidates.items():
+        steps, stop, examples = CANDIDATES[label]
+        print(f"{label} = {steps} steps of a {round(steps / stop)}-step schedule read by the lp probe on {examples} + {examples} glosses "
+              f"(seed {CANDIDATE_SEED}), for {len(values)} genomes")
+    for label, values in [(f"D, seed {seed}", v) for seed, v in lp_seeded.items()] + [(f"{k}, seed {CANDIDATE_SEED}", v) for k, v in candidates.items()]:
         failed = sorted(n for n, v in values.items() if v == DIVERGED)
         if failed:
             print(f"{label} diverged on {len(failed)} of {len(values)}: {', '.join(failed)} (ranked below every scored genome)")
-    by_cut = sorted(cut, key=lambda n: -cut[n])
+    by_candidate = {label: sorted(values, key=lambda n: -values[n]) for label, values in candidates.items()}
     print(f"{'genome':<24} {'params':>7} {'layers':>6} {'pixel4':>8} {'gt':>7} {'gt rank':>7} {'score':>7} {'rank':>5}"
-          + (f" {'lp':>7} {'rank':>5}" if lp else "") + (f" {'E':>7} {'rank':>5}" if cut else "") + "  per seed")
+          + (f" {'lp':>7} {'rank':>5}" if lp else "") + "".join(f" {label:>7} {'rank':>5}" for label in candidates) + "  per seed")
     for n in by_gt:
         seeds = " ".join(f"{v:.4f}" for v in per_seed.get(n, []))
         line = (f"{n:<24} {params[n] / 1e6:6.1f}M {genomes[n].num_layers:>6} {latency[n]:6.1f}ms {gt[n]:7.4f} "
@@ -531,12 +536,12 @@ def run_front_report(args) -> None:
         line += f"{score[n]:7.4f} {by_score.index(n) + 1:>5}" if n in score else f"{'-':>7} {'-':>5}"
         if lp:
             line += f" {lp[n]:7.4f} {by_lp.index(n) + 1:>5}" if n in lp else f" {'-':>7} {'-':>5}"
-        if cut:
-            line += f" {cut[n]:7.4f} {by_cut.index(n) + 1:>5}" if n in cut else f" {'-':>7} {'-':>5}"
+        for label, values in candidates.items():
+            line += f" {values[n]:7.4f} {by_candidate[label].index(n) + 1:>5}" if n in values else f" {'-':>7} {'-':>5}"
         print(line + ("  " + seeds if seeds else ""))
     pairs = _reference_pair_list(gt, genomes, list(gt))
     read_outs = [("the default score", score), ("session 7's (240-step cosine at lr 1e-3)", alone)]
-    for label, values in read_outs + ([("the lp read-out (D)", lp)] if lp else []) + ([("E, the cut-short run", cut)] if cut else []):
+    for label, values in read_outs + ([("the lp read-out (D)", lp)] if lp else []) + [(f"candidate {k}", v) for k, v in candidates.items()]:
         both = [n for n in gt if n in values]
         missed = _misses(pairs, values)
         big = [n for n in both if params[n] > 10e6]
@@ -568,11 +573,14 @@ def run_front_report(args) -> None:
         if len(taus) > 1:
             print(f"  the lp read-out (D), mean of {len(taus)} seeds' taus: {sum(taus.values()) / len(taus):.3f}; "
                   f"seed 0 against seed 1: {_tau(lp_seeded[0], lp_seeded[1], own):.3f}")
-        if own and all(n in cut for n in own):
-            scored = [n for n in own if cut[n] != DIVERGED and all(lp_seeded[s].get(n) != DIVERGED for s in lp_seeded)]
-            print(f"  E, the cut-short run (seed {E_SEED}): {_tau(cut, gt, own):.3f}"
-                  + (f"; without the {len(own) - len(scored)} genome(s) a run of D or E diverged on: E {_tau(cut, gt, scored):.3f}, "
-                     f"D " + " / ".join(f"{_tau(v, gt, scored):.3f}" for v in lp_seeded.values() if all(n in v for n in scored))
+        for label, values in candidates.items():
+            if not own or not all(n in values for n in own):
+                continue
+            scored = [n for n in own if values[n] != DIVERGED and all(v.get(n) != DIVERGED for v in lp_seeded.values())]
+            print(f"  candidate {label} (seed {CANDIDATE_SEED}): {_tau(values, gt, own):.3f}"
+                  + (f"; without the {len(own) - len(scored)} genome(s) a run of D or {label} diverged on: {label} "
+                     f"{_tau(values, gt, scored):.3f}, D " + " / ".join(f"{_tau(v, gt, scored):.3f}" for v in lp_seeded.values()
+                                                             if all(n in v for n in scored))
                      if len(scored) < len(own) else ""))
         for weight in args.weights:  # the same score with another weight on the term
             taus = [_tau(with_term(values, weight), gt, own) for values in cosine.values() if all(n in values for n in own)]
@@ -588,8 +596,8 @@ def run_front_report(args) -> None:
             print(f"\nthe band {low:g}-{high:g} ms on pixel4: {len(band)} genomes; the default score's first is {pick} "
                   f"(ground truth {gt[pick]:.4f}, {in_band.index(pick) + 1} of {len(band)} in the band, {by_gt.index(pick) + 1} of {len(gt)}); "
                   f"the ground truth's first is {best} ({gt[best]:.4f})")
-            for label, values in (("the lp read-out", lp), ("E", cut)):
+            for label, values in (("the lp read-out", lp), *((f"candidate {k}", v) for k, v in candidates.items())):
                 if all(n in values for n in band):
                     pick = max(band, key=lambda n: values[n])
                     print(f"{label}'s first in the band is {pick} ({in_band.index(pick) + 1} of {len(band)} in the band)")
-    _like_for_like({n: v for n, v in gt_runs.items() if n in gt}, lp_seeded, cut, params, genomes)
+    _like_for_like({n: v for n, v in gt_runs.items() if n in gt}, lp_seeded, candidates, params, genomes)
