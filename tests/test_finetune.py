@@ -260,7 +260,7 @@ def test_probe_scored_run_reports_the_probe_as_its_score(small_config):
 def test_cached_score_computes_once_per_genome_and_settings(small_config, monkeypatch):
     from nas.distill import run
 
-    plain = small_config.replace(precision="fp32", params_weight=0.0)
+    plain = small_config.replace(precision="fp32", params_weight=0.0, stop_fraction=1.0, lp_examples=4000)
     first = run.cached_score(TINY, plain)
     assert first["status"] == "ok" and first["arch_id"] == TINY.id and first["score"] == first["cosine"]
 
@@ -273,7 +273,7 @@ def test_cached_score_computes_once_per_genome_and_settings(small_config, monkey
         run.cached_score(TINY, plain.replace(seed=1))  # the seed does
     # a setting added later counts only away from the value that reproduces the earlier runs, so
     # scores cached before it existed keep their keys
-    assert "repeats" not in first["settings"] and "params_weight" not in first["settings"]
-    for later in ({"repeats": 2}, {"params_weight": 0.05}):
+    assert not {"repeats", "params_weight", "stop_fraction", "lp_examples"} & set(first["settings"])
+    for later in ({"repeats": 2}, {"params_weight": 0.05}, {"stop_fraction": 0.5}, {"lp_examples": 8000}):
         with pytest.raises(AssertionError, match="distilled again"):
             run.cached_score(TINY, plain.replace(**later))

@@ -209,9 +209,11 @@ def test_pinned_settings_keep_the_distillation_a_run_started_with(tmp_path):
     assert saved.distill["lr"] == 1e-3 and saved.distill["steps"] == DistillConfig().steps
     assert saved.distill_config() == settings.distill_config()
     assert SearchSettings(space="tiny", objectives=["params", "flops"]).pinned().distill == {}
-    # a run pinned before params_weight existed resumes without it, whatever today's default
-    older = {k: v for k, v in saved.distill.items() if k != "params_weight"}
-    assert SearchSettings(space="tiny", distill=older).distill_config().params_weight == 0.0
+    # a run pinned before params_weight (session 8) or stop_fraction and lp_examples (session 12)
+    # existed resumes as it ran, whatever today's defaults
+    older = {k: v for k, v in saved.distill.items() if k not in ("params_weight", "stop_fraction", "lp_examples")}
+    resumed = SearchSettings(space="tiny", distill=older).distill_config()
+    assert (resumed.params_weight, resumed.stop_fraction, resumed.lp_examples) == (0.0, 1.0, 4000)
     partial = SearchSettings(space="tiny", distill={"lr": 1e-3})  # a user's overrides are not a pinned run
     assert partial.distill_config().params_weight == DistillConfig().params_weight
 

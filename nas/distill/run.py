@@ -547,7 +547,7 @@ def _constant_baseline(store: TargetStore) -> float:
 
 # Settings added after this cache's key was fixed, at the value that reproduces what came before:
 # left out of the key there, so a library upgrade that adds a setting keeps every cached score.
-_NEUTRAL: dict[str, Any] = {"repeats": 1, "params_weight": 0.0}
+_NEUTRAL: dict[str, Any] = {"repeats": 1, "params_weight": 0.0, "stop_fraction": 1.0, "lp_examples": 4000}
 
 
 def cached_score(arch: ArchConfig, config: DistillConfig) -> dict[str, Any]:

@@ -155,7 +155,7 @@ class SearchSettings:
 
 # DistillConfig fields added after pinned() began writing the distillation out in full, at the
 # value that reproduces a run pinned before them: resuming such a run keeps scoring as it began.
-ADDED_SINCE_PINNING: dict[str, Any] = {"params_weight": 0.0}
+ADDED_SINCE_PINNING: dict[str, Any] = {"params_weight": 0.0, "stop_fraction": 1.0, "lp_examples": 4000}
 
 
 # What `nas search` with no arguments runs: the embedded mobile space, the shipped Pixel 4 profile,
