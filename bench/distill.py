@@ -25,10 +25,11 @@ isa: a bf16 matmul against fp32, natively and with oneDNN held to fewer instruct
 (ONEDNN_MAX_CPU_ISA): what bf16 costs on a CPU without AVX512-BF16/AMX.
 
 readout: what the lp read-out (``DistillConfig(score="lp")``) adds to a candidate's cost, for D (the
-240-step run, 4,000 + 4,000 glosses) and E (320 steps of a 640-step schedule, 8,000 + 8,000): each of
+240-step run, 4,000 + 4,000 glosses) and F (320 steps, 8,000 + 8,000; E, the same cut short of a
+640-step schedule, costs the same): each of
 ``--readout-genomes`` gets the run (one checkpoint, read by its cosine), then the lp read-out of the
 same student is timed, twice (the first includes loading and tokenising its glosses, once per
-process). Printed: the run's seconds, the read-out's, their ratio, and E's cost over D's.
+process). Printed: the run's seconds, the read-out's, their ratio, and F's cost over D's.
 
 compile: torch.compile of the student for one default run (training time read at each checkpoint;
 the first includes the compilation): compile time against the time it saves at 1x and 10x budgets.
@@ -335,7 +336,7 @@ SMALL_GENOME = Path(__file__).parent / "results" / "draw8c" / "draw8c-5f9bc3b62e
 
 READOUT_SETTINGS = {  # what a candidate costs under each lp-scored setting the bench measured
     "D (240 steps, 4,000 + 4,000 glosses)": {"steps": 240, "stop_fraction": 1.0, "lp_examples": 4000},
-    "E (320 of a 640-step schedule, 8,000 + 8,000 glosses)": {"steps": 320, "stop_fraction": 0.5, "lp_examples": 8000},
+    "F (320 steps, 8,000 + 8,000 glosses)": {"steps": 320, "stop_fraction": 1.0, "lp_examples": 8000},  # E's cost too
 }
 
 
@@ -372,7 +373,7 @@ def readout_cost(args) -> dict:
             print(f"  {Path(name).stem:<20} {label}: run {run_s:6.1f}s  lp read-out {timings[1]:5.1f}s (first {timings[0]:5.1f}s)  "
                   f"+{timings[1] / run_s:.0%} on the run  lp {value:.4f}, cosine {result.score:.4f}", flush=True)
         totals = [v["run_s"] + v["readout_s"] for v in out[name].values()]
-        print(f"  {Path(name).stem:<20} a candidate costs {totals[-1] / totals[0]:.2f}x under E what it costs under D", flush=True)
+        print(f"  {Path(name).stem:<20} a candidate costs {totals[-1] / totals[0]:.2f}x under F what it costs under D", flush=True)
     return out
 
 

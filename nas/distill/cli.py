@@ -22,10 +22,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("distill", help=HELP, description=HELP)
     p.add_argument("--arch", required=True, help="GENOME.json, or a reference name (mobilebert, squeezebert, ...)")
     p.add_argument("--preset", choices=["default", "search", "quick"], default="default",
-                   help="default: the default run (240 steps, read by the lp probe); search: the same scored once, as the search does; "
+                   help=f"default: the default run ({defaults.steps} steps, read by the lp probe); search: the same scored once, as the search does; "
                    "quick: a cheap smoke test (teacher cosine, not a quality signal)")  # fmt: skip
     p.add_argument("--score", choices=SCORES, help="the quality read-out: lp (default; linear heads for the supersense "
-                   "and part of speech of 4,000 WordNet training glosses, read on 4,000 more), cosine (the held-out "
+                   f"and part of speech of {defaults.lp_examples:,} WordNet training glosses, read on as many more), cosine (the held-out "
                    "cosine to the teacher's sentence embedding) or probe (a ridge probe of the supersenses)")  # fmt: skip
     p.add_argument("--steps", type=_positive_int, help=f"training steps (default run: {defaults.steps})")
     p.add_argument("--seed", type=int, help="seed of the student's init and the data order (default 0)")
