@@ -195,6 +195,8 @@ def test_the_default_run_reads_the_lp_probe_and_a_search_draws_its_floor():
 
     default = DistillConfig.search()
     assert default.score == "lp" and default.params_weight == 0.0 and DistillConfig.quick().score == "cosine"
+    # session 12's default (docs/quality.md, candidate F): 320 steps, the whole schedule, 8,000 + 8,000 glosses
+    assert (default.steps, default.stop_fraction, default.lp_examples) == (320, 1.0, 8000)
     assert _constant_embedding_score(default, None) == lp_baseline()  # the report's dotted line
     assert _constant_embedding_score(default.replace(params_weight=0.05), None) is None  # a floor per genome
 

@@ -92,7 +92,7 @@ def probe_baseline(tokenizer=None) -> float:
 
 
 LP_SKIP = 8000  # the ground truth's head is fit on the first 8,000 of the train split's seeded order
-LP_EXAMPLES = 4000  # the default: the next 8,000 glosses, 4,000 to fit the heads and 4,000 to read them
+LP_EXAMPLES = 8000  # the default: the next 16,000 glosses, 8,000 to fit the heads and 8,000 to read them
 LP_BATCH = 64
 
 
