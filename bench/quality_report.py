@@ -470,18 +470,18 @@ def run_front_report(args) -> None:
 
     tasks = args.gt_tasks.split(",")
     tags = [t for t in args.tag.split(",") if t]
-    runs = [read_rows(run.lp_csv) for run in [ground_files(args.distill_steps, args.ground_seed), *args.also_runs]]
+    set_files = [ground_files(args.distill_steps, args.ground_seed), *args.also_runs]
+    runs = [read_rows(run.lp_csv) for run in set_files]
     names = [n for n in runs[0] if all(n in run for run in runs)]
     gt = {n: sum(lp_ground_truth(run[n], tasks) for run in runs) / len(runs) for n in names}
     known = genome_set()
     genomes = {n: known[n] for n in names}
     extra = selected(args)
-    tagged = [read_rows(ground_files(args.distill_steps, seed, tag).lp_csv) for tag in tags for seed in args.seeds]
+    tagged_runs = [(seed, read_rows(ground_files(args.distill_steps, seed, tag).lp_csv)) for tag in tags for seed in args.seeds]
+    tagged = [rows for _, rows in tagged_runs]
     per_seed = {n: [lp_ground_truth(run[n], tasks) for run in tagged if n in run] for n in extra}
     gt_runs: dict[str, list] = {}  # (seed, full, half) of every run at --distill-steps, for the like-against-like figures
-    same_budget = [(f.seed, read_rows(f.lp_csv)) for f in [ground_files(args.distill_steps, args.ground_seed), *args.also_runs]
-                   if f.steps == args.distill_steps]
-    same_budget += [(seed, read_rows(ground_files(args.distill_steps, seed, tag).lp_csv)) for tag in tags for seed in args.seeds]
+    same_budget = [(f.seed, rows) for f, rows in zip(set_files, runs) if f.steps == args.distill_steps] + tagged_runs
     for seed, rows in same_budget:
         for n, row in rows.items():
             if n in names or n in extra:
@@ -505,7 +505,7 @@ def run_front_report(args) -> None:
     # D: the same 240-step run read by the lp probe (budgets --score lp), per seed; the table shows seed 0
     lp_seeded = {seed: _lp_rows(LP_BUDGET_CSV, 240, seed, genomes) for seed in (0, 1)}
     lp = lp_seeded[0]
-    # E (session 12): 320 steps of a 640-step schedule, read on 8,000 + 8,000 glosses, at seed 7 (no ground-truth run's seed)
+    # session 12's candidates (CANDIDATES), where their rows exist
     candidates = {label: values for label, (steps, stop, examples, seed) in CANDIDATES.items()
                   if (values := _lp_rows(budget_csv("lp", stop, examples), steps, seed, genomes))}
     by_lp = sorted(lp, key=lambda n: -lp[n])
