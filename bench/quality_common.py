@@ -23,6 +23,7 @@ import torch  # noqa: E402
 
 import nas  # noqa: E402
 from nas.arch import ArchConfig  # noqa: E402
+from nas.distill.config import BEFORE_ADDED  # noqa: E402
 from nas.space import load_space  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -200,7 +201,7 @@ LP_TASKS = ("supersense", "pos")  # one set of glosses, two label sets: the lexi
 READOUT_CSV = RESULTS / "quality_readouts.csv"
 BUDGET_CSV = RESULTS / "quality_budgets.csv"
 LP_BUDGET_CSV = RESULTS / "quality_budgets_lp.csv"  # the same runs read by the lp probe (budgets --score lp)
-LP_EXAMPLES = 4000  # DistillConfig's lp_examples before session 12: what quality_budgets_lp.csv was read with
+LP_EXAMPLES = BEFORE_ADDED["lp_examples"]  # DistillConfig's lp_examples before session 12: what quality_budgets_lp.csv was read with
 
 
 def budget_csv(score: str, stop_fraction: float = 1.0, lp_examples: int = LP_EXAMPLES) -> Path:
@@ -216,7 +217,9 @@ def budget_csv(score: str, stop_fraction: float = 1.0, lp_examples: int = LP_EXA
 # the cosine read-out alone as the score (the report adds the parameter term itself; budgets --score lp
 # reads the lp probe).
 MEASURED_LR = 2e-3
-MEASURED = {"lr": MEASURED_LR, "params_weight": 0.0, "score": "cosine", "stop_fraction": 1.0}  # the cosine, the whole schedule: every run before session 12
+# the cosine, the whole schedule, no retry of a diverged run: every run before session 12 (the ground
+# truth retries, in its own way: quality_ground.distill_with_retries)
+MEASURED = {"lr": MEASURED_LR, "params_weight": 0.0, "score": "cosine", "stop_fraction": 1.0, "divergence_retries": 0}
 
 def _read_list(path: Path) -> list[dict]:
     if not path.exists():

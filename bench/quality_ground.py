@@ -34,12 +34,8 @@ def distill_with_retries(arch: ArchConfig, config, snapshot_steps: tuple[int, ..
     retry at half the rate (twice at most), and record the rate that trained."""
     from nas.distill import distill
 
-    lr = config.lr
-    for attempt in range(retries + 1):
-        result = distill(arch, config.replace(lr=lr), snapshot_steps=snapshot_steps)
-        if result.status != "diverged" or attempt == retries:
-            return result, lr
-        lr /= 2
+    result = distill(arch, config.replace(divergence_retries=retries), snapshot_steps=snapshot_steps)
+    return result, result.config.lr
 
 
 def save_snapshots(name: str, result, files: GroundFiles) -> None:

@@ -167,7 +167,8 @@ def run_budgets(args) -> None:
             continue
         began = time.perf_counter()
         config = DistillConfig(steps=steps, seed=seed, threads=args.threads, num_checkpoints=1, lr=lr, params_weight=0.0,
-                               score=args.score, stop_fraction=args.stop_fraction, lp_examples=args.lp_examples)
+                               score=args.score, stop_fraction=args.stop_fraction, lp_examples=args.lp_examples,
+                               divergence_retries=0)  # a retry is a row at half the rate (front-report reads it so)
         result = distill(genomes[name], config)
         row = {"name": name, "steps": steps, "seed": seed, "lr": lr, "status": result.status,
                "score": round(result.score, 5) if result.score is not None else "",

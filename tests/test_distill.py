@@ -79,6 +79,8 @@ def test_config_round_trips_through_json():
         ({"stop_fraction": 1.5}, "stop_fraction=1.5: must be in \\(0, 1\\]"),
         ({"stop_fraction": 0}, "stop_fraction=0: must be in"),
         ({"lp_examples": 100}, "lp_examples=100: must be 500-40000 glosses"),
+        ({"divergence_retries": -1}, "divergence_retries=-1: must be 0-3"),
+        ({"divergence_retries": 4}, "divergence_retries=4: must be 0-3"),
     ],
 )
 def test_bad_settings_are_errors(changes, fragment):
@@ -303,11 +305,31 @@ def test_callback_returning_true_stops_the_run(config):
     assert result.score == result.checkpoints[0].score
 
 
+UNSTABLE = TINY.replace(norm="no_norm", activation="relu")
+
+
 def test_divergence_ends_the_run_with_a_status(config):
-    unstable = TINY.replace(norm="no_norm", activation="relu")
-    result = distill(unstable, config.replace(lr=1e6, steps=8, max_grad_norm=1e9, warmup_fraction=0.0))
-    assert result.status == "diverged"
+    result = distill(UNSTABLE, config.replace(lr=1e6, steps=8, max_grad_norm=1e9, warmup_fraction=0.0, divergence_retries=0))
+    assert result.status == "diverged" and result.config.lr == 1e6
     assert "try a lower lr" in result.reason and result.student is None and result.score is None
+    # each retry halves the rate; one that diverges too says so for every rate it tried
+    again = distill(UNSTABLE, config.replace(lr=1e6, steps=8, max_grad_norm=1e9, warmup_fraction=0.0, divergence_retries=2))
+    assert again.status == "diverged" and again.config.lr == 2.5e5 and again.score is None
+    assert all(f"at lr {lr}" in again.reason for lr in ("1e+06", "500000", "250000"))
+
+
+def test_a_diverged_run_trains_again_at_half_the_rate(config):
+    # in fp32 this student blows up at lr 0.0625 by step 3, after its checkpoint at step 2, and
+    # trains at 0.03125 (checkpoints at steps 2, 4, 6)
+    unstable = config.replace(precision="fp32", max_grad_norm=1e9, warmup_fraction=0.0, num_checkpoints=3)
+    assert distill(UNSTABLE, unstable.replace(lr=0.0625, divergence_retries=0)).status == "diverged"
+    steps: list[int] = []
+    result = distill(UNSTABLE, unstable.replace(lr=0.0625, divergence_retries=1), on_checkpoint=lambda c: steps.append(c.step))
+    direct = distill(UNSTABLE, unstable.replace(lr=0.03125, divergence_retries=0))
+    assert result.status == "ok" and result.config.lr == 0.03125 and "retried after divergence (at lr 0.0625:" in result.reason
+    assert _numbers(result) == _numbers(direct) and result.score == direct.score  # the retry is the run at half the rate
+    assert steps == [2, 4, 6]  # the callback's clock never ran back: the retry's step 2 was not reported again
+    assert result.tokens_seen > direct.tokens_seen  # the diverged attempt's tokens count
 
 
 def test_each_loss_can_be_switched_off(config):

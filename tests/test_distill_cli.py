@@ -73,6 +73,7 @@ def test_save_keeps_a_loadable_student_and_never_overwrites(capsys, small_run, t
         (["--teacher", "/no/such/teacher"], "teacher /no/such/teacher: no such directory"),
         (["--data", "/no/such/corpus.txt"], "corpus /no/such/corpus.txt"),
         (["--stop-fraction", "1.5"], "stop_fraction=1.5: must be in (0, 1]"),
+        (["--divergence-retries", "5"], "divergence_retries=5: must be 0-3"),
         (["--score", "lp", "--lp-examples", "100"], "lp_examples=100: must be 500-40000 glosses"),
     ],
 )

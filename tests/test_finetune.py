@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -279,3 +280,11 @@ def test_cached_score_computes_once_per_genome_and_settings(small_config, monkey
     for later in ({"repeats": 2}, {"params_weight": 0.05}, {"stop_fraction": 0.5}, {"lp_examples": 8000}):
         with pytest.raises(AssertionError, match="distilled again"):
             run.cached_score(TINY, plain.replace(**later))
+    # the retries decide only a run that diverges: an ok record serves any number of them ...
+    assert run.cached_score(TINY, plain.replace(divergence_retries=3)) == first
+    # ... and a diverged record serves no more than it had
+    path = next((Path(plain.resolved_cache_dir) / "quality").glob(f"{TINY.id}-*.json"))
+    path.write_text(json.dumps(first | {"status": "diverged", "score": None, "divergence_retries": 0}))
+    assert run.cached_score(TINY, plain.replace(divergence_retries=0))["status"] == "diverged"
+    with pytest.raises(AssertionError, match="distilled again"):
+        run.cached_score(TINY, plain.replace(divergence_retries=1))

@@ -43,6 +43,8 @@ def register(subparsers) -> None:
                    f"lays warm-up and decay out over twice --steps and stops halfway (default {defaults.stop_fraction:g})")
     p.add_argument("--lp-examples", type=_positive_int, help="--score lp: glosses the heads are fit on, and read on as many "
                    f"more (default {defaults.lp_examples})")
+    p.add_argument("--divergence-retries", type=int, metavar="N", help="a run that diverges trains again from the start "
+                   f"at half the peak rate, N times at most (0-3; default {defaults.divergence_retries})")  # fmt: skip
     p.add_argument("--params-weight", type=_non_negative_float, help="add W * ln(parameters / 1M) to the score, a "
                    f"training-free capacity term (default {defaults.params_weight:g}; docs/quality.md)")  # fmt: skip
     p.add_argument("--checkpoints", type=_positive_int, dest="num_checkpoints", metavar="N",

@@ -17,6 +17,13 @@ SCORES = ("cosine", "lp", "probe")
 LP_EXAMPLES_RANGE = (500, 40000)  # the lp read-out's glosses per side: enough for 45 classes; the training split holds 8,000 + 2 x 40,000
 
 
+# Settings added after results began to be kept (pinned searches, cached reference scores, bench
+# CSVs), each at the value that reproduces what ran before it existed. One table for all three.
+BEFORE_ADDED: dict[str, Any] = {"repeats": 1, "params_weight": 0.0, "stop_fraction": 1.0, "lp_examples": 4000,
+                                "divergence_retries": 0}
+MAX_DIVERGENCE_RETRIES = 3
+
+
 class DistillError(NasError):
     """Bad distillation input (teacher, corpus, genome, settings); raised before any training."""
 
@@ -66,6 +73,10 @@ class DistillConfig:
     heldout_examples: int = 64
     train_examples: int | None = None  # cap on the training pool (None: every window not held out)
     divergence_factor: float | None = 10.0  # smoothed training loss above this x its maximum before the first checkpoint
+    # A run that diverges (NaN, or the blow-up above) trains again from the start at half the peak
+    # rate, this many times at most, as the ground truth's runs do: a search keeps the candidate
+    # instead of failing it. It costs time only where a run diverges. 0: the diverged run is the result.
+    divergence_retries: int = 1
     cache_dir: str | None = None  # tokenized corpora and datasets; None: $NAS_CACHE_DIR or ~/.cache/nas
     # the checkpoint score: "cosine" (teacher embedding), "lp" (the ground truth's linear heads on
     # 4,000 glosses) or "probe" (the ridge probe of sessions 1-2); nas.distill.quality
@@ -210,5 +221,7 @@ class DistillConfig:
                 raise fail(name, "must not be negative")
         if self.feature_weight + self.attention_weight + self.output_weight == 0:
             raise DistillError("distill settings: feature_weight, attention_weight and output_weight are all 0; nothing to learn")
+        if not 0 <= self.divergence_retries <= MAX_DIVERGENCE_RETRIES:
+            raise fail("divergence_retries", f"must be 0-{MAX_DIVERGENCE_RETRIES} (each retry halves the peak lr)")
         if self.divergence_factor is not None and self.divergence_factor <= 1:
             raise fail("divergence_factor", "must be above 1 (or null to disable)")

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 
 from nas.arch import ArchConfig
-from nas.distill.config import DistillConfig, DistillError
+from nas.distill.config import BEFORE_ADDED, DistillConfig, DistillError
 from nas.distill.data import DistillData, TargetStore, mean_pool, prepare_data
 from nas.distill.losses import LinearReadout, LossWeights, Projections, distillation_losses, layer_mapping
 from nas.distill.quality import lp_score, probe_score
@@ -153,11 +153,45 @@ def distill(
         teacher = load_teacher(config.teacher, config.resolved_cache_dir)
         check_compatible(arch, teacher, config)
         data = prepare_data(config, teacher, device)
-        if config.repeats == 1:
-            return _Run(arch, config, teacher, data, on_checkpoint, progress, start, snapshot_steps, device, precision).train()
-        return _repeated(arch, config, teacher, data, on_checkpoint, progress, start, snapshot_steps, device, precision)
+
+        def attempt(run_config: DistillConfig, report) -> DistillResult:
+            if run_config.repeats == 1:
+                return _Run(arch, run_config, teacher, data, report, progress, start, snapshot_steps, device, precision).train()
+            return _repeated(arch, run_config, teacher, data, report, progress, start, snapshot_steps, device, precision)
+
+        return _retrying(attempt, config, on_checkpoint, start)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _retrying(attempt, config: DistillConfig, on_checkpoint, start: float) -> DistillResult:
+    """``attempt(config, report)``, and while it diverges, again from the start at half the peak
+    rate (``config.divergence_retries`` times at most). The result's config holds the rate that
+    trained and its reason names the rates that diverged. A retry's checkpoints reach
+    ``on_checkpoint`` only past the last step it saw: a search's clock (ASHA's) never runs back,
+    and a rung the diverged run passed is not judged twice."""
+    seen = [0]
+
+    def report(point: Checkpoint) -> bool | None:
+        if point.step <= seen[0]:
+            return None
+        seen[0] = point.step
+        return on_checkpoint(point)
+
+    results: list[DistillResult] = []
+    lr = config.lr
+    while True:
+        result = attempt(config.replace(lr=lr), report if on_checkpoint is not None else None)
+        results.append(result)
+        if result.status != "diverged" or len(results) > config.divergence_retries:
+            break
+        lr /= 2
+    if len(results) == 1:
+        return result
+    failed = "; ".join(f"at lr {r.config.lr:g}: {r.reason}" for r in results if r.status == "diverged")
+    reason = f"{result.reason} at lr {lr:g}, retried after divergence ({failed})" if result.status != "diverged" else f"each rate tried diverged: {failed}"
+    return dataclasses.replace(result, reason=reason, tokens_seen=sum(r.tokens_seen for r in results),
+                               train_s=sum(r.train_s for r in results), elapsed_s=time.perf_counter() - start)
 
 
 def _repeated(arch, config: DistillConfig, teacher, data, on_checkpoint, progress, start, snapshot_steps, device, precision) -> DistillResult:
@@ -545,9 +579,6 @@ def _constant_baseline(store: TargetStore) -> float:
     return float((unit @ direction).mean())
 
 
-# Settings added after this cache's key was fixed, at the value that reproduces what came before:
-# left out of the key there, so a library upgrade that adds a setting keeps every cached score.
-_NEUTRAL: dict[str, Any] = {"repeats": 1, "params_weight": 0.0, "stop_fraction": 1.0, "lp_examples": 4000}
 
 
 def cached_score(arch: ArchConfig, config: DistillConfig) -> dict[str, Any]:
@@ -557,13 +588,19 @@ def cached_score(arch: ArchConfig, config: DistillConfig) -> dict[str, Any]:
     the numbers (not threads, the device or the cache folder), so ``nas reproduce --quality`` and ``nas report``
     place the reference designs on the quality axis without distilling them again.
     """
+    # Settings added after the key was fixed are left out of it at the value that reproduces what
+    # came before (BEFORE_ADDED), so a library upgrade that adds one keeps every cached score.
+    # The retries decide nothing but a run that diverges: a diverged record is computed again when
+    # the settings allow more retries than it had.
     decisive = {k: v for k, v in config.to_dict().items()
-                if k not in ("threads", "device", "cache_dir") and _NEUTRAL.get(k, _NEUTRAL) != v}
+                if k not in ("threads", "device", "cache_dir", "divergence_retries") and BEFORE_ADDED.get(k, BEFORE_ADDED) != v}
     digest = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(config.resolved_cache_dir) / "quality" / f"{arch.id}-{digest}.json"
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        cached = json.loads(path.read_text())
+        if cached.get("status") != "diverged" or cached.get("divergence_retries", 0) >= config.divergence_retries:
+            return cached
+    except (OSError, ValueError, AttributeError):
         pass  # not cached yet, or unreadable: compute it again
     result = distill(arch, config)
     last = result.checkpoints[-1] if result.checkpoints else None
@@ -573,6 +610,7 @@ def cached_score(arch: ArchConfig, config: DistillConfig) -> dict[str, Any]:
         "heldout_loss": result.heldout_loss, "params": result.params,
         "seconds": round(result.elapsed_s, 1), "precision": result.precision,
         "device": result.device, "hardware": result.hardware, "settings": decisive,
+        "lr": result.config.lr, "divergence_retries": config.divergence_retries,
     }  # fmt: skip
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

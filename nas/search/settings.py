@@ -126,6 +126,7 @@ class SearchSettings:
         """The nas.distill.DistillConfig each trial runs: the preset, the overrides, and torch
         threads = the trial's CPUs. A bad preset or field is a NasError."""
         from nas.distill import DistillConfig
+        from nas.distill.config import BEFORE_ADDED
 
         preset = getattr(DistillConfig, self.distill_preset, None) if self.distill_preset else DistillConfig
         if not callable(preset):
@@ -134,7 +135,7 @@ class SearchSettings:
         overrides = self.distill
         written_out = {f.name for f in fields(DistillConfig)} - {"threads"} - set(ADDED_SINCE_PINNING)
         if written_out <= set(overrides):  # pinned by an older version: what it lacks, it ran without
-            overrides = ADDED_SINCE_PINNING | overrides
+            overrides = {name: BEFORE_ADDED[name] for name in ADDED_SINCE_PINNING} | overrides
         return preset(**(overrides | {"threads": self.cpus_per_trial}))
 
     def pinned(self) -> "SearchSettings":
@@ -153,9 +154,9 @@ class SearchSettings:
         return self.population_size or min(50, max(8, self.trials // 12))
 
 
-# DistillConfig fields added after pinned() began writing the distillation out in full, at the
-# value that reproduces a run pinned before them: resuming such a run keeps scoring as it began.
-ADDED_SINCE_PINNING: dict[str, Any] = {"params_weight": 0.0, "stop_fraction": 1.0, "lp_examples": 4000}
+# DistillConfig fields added after pinned() began writing the distillation out in full: resuming a
+# run pinned before them sets them to nas.distill.config.BEFORE_ADDED, so it keeps scoring as it began.
+ADDED_SINCE_PINNING = ("params_weight", "stop_fraction", "lp_examples", "divergence_retries")
 
 
 # What `nas search` with no arguments runs: the embedded mobile space, the shipped Pixel 4 profile,
