@@ -4,6 +4,7 @@
     python bench/quality.py ground  [--threads 1] [--distill-steps 960] [--only NAME,...]
     python bench/quality.py proxies [--threads 1] [--only NAME,...]
     python bench/quality.py regrade                       # the ground truth: a linear head on the kept students
+    python bench/quality.py readout-noise --tag draw8f --lp-dev 12000   # how much of a run's noise is the read-out's
     python bench/quality.py ground --distill-steps 1280 --grade lp --lp-dev 12000 [--ground-seed 1]   # a longer run, graded as it goes
     python bench/quality.py report --gt-tasks lp-supersense,lp-pos --also-runs 1280 [1280:1]   # the mean of several runs
     python bench/quality.py readouts | budgets [--budgets 240 480] [--seeds 0 1] [--lr 1e-3]   # more proxies: readouts, run lengths
@@ -38,7 +39,7 @@ from pathlib import Path
 import nas
 from nas.distill.cli import _positive_float  # nas distill --lr's check: one line, exit 2
 from quality_common import draw_band, genome_set, parse_run, usage_error
-from quality_ground import run_extra_task, run_ground, run_regrade
+from quality_ground import run_extra_task, run_ground, run_readout_noise, run_regrade
 from quality_proxies import run_budgets, run_proxies, run_readouts
 from quality_report import run_front_report, run_report
 
@@ -99,6 +100,9 @@ def main() -> None:
     sub = command("extra-task", "fine-tune the kept students on one more task", "threads", "run", "finetune")
     sub.add_argument("--task", default="wordnet-pos", help="the embedded task to fine-tune the kept students on")
     command("regrade", "the linear-probe grade of the kept students", "threads", "run", "reverse", "lp")
+    sub = command("readout-noise", "how much the lp read-out alone moves, on a tagged run's kept features", "threads", "run", "lp")
+    sub.add_argument("--tag", default="", help="the tagged ground-truth run whose kept features to read")
+    sub.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="its seeds (two or more)")
     command("proxies", "the cheap scores a search could afford, on the same genomes", "threads", "genomes")
     command("readouts", "other read-outs of a short run's features", "threads", "genomes", "reverse")
     sub = command("budgets", "the default run's cosine at other budgets, seeds and learning rates", "threads", "genomes", "reverse")
@@ -131,7 +135,7 @@ def main() -> None:
     if args.command == "draw":
         run_draw(args)
         return
-    {"ground": run_ground, "extra-task": run_extra_task, "regrade": run_regrade, "readouts": run_readouts, "budgets": run_budgets, "proxies": run_proxies, "report": run_report,
+    {"ground": run_ground, "extra-task": run_extra_task, "regrade": run_regrade, "readout-noise": run_readout_noise, "readouts": run_readouts, "budgets": run_budgets, "proxies": run_proxies, "report": run_report,
      "front-report": run_front_report}[args.command](args)
 
 

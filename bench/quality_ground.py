@@ -279,3 +279,45 @@ class LinearProbeGrader:
     def summary(row: dict) -> str:
         return (f"supersense {row['full_supersense_acc']:.4f} (half {row['half_supersense_acc']:.4f}), "
                 f"pos {row['full_pos_acc']:.4f} in {row['seconds']:.0f}s")
+
+
+def run_readout_noise(args) -> None:
+    """How much of a run's noise is its read-out's: on the kept features of a tagged ground-truth run
+    (``ground --grade lp``), each genome's accuracy (the mean of the two heads) with the heads fit on
+    two disjoint random halves of the training glosses, and read on two halves of the dev glosses,
+    beside the difference between the seeds' runs of the same genome (the distillation's noise)."""
+    from statistics import pstdev
+
+    from safetensors.torch import load_file
+
+    from nas.finetune.run import linear_head_outcomes
+
+    grader = LinearProbeGrader(args)
+    runs = {seed: ground_files(args.distill_steps, seed, args.tag) for seed in args.seeds}
+    names = sorted(set.intersection(*({p.name for p in f.features.iterdir() if p.is_dir()} if f.features.is_dir() else set()
+                                      for f in runs.values())))
+    if not names:
+        usage_error(f"no kept features of run {args.tag or 'the set'} at seeds {args.seeds}: run ground --grade lp first")
+    generator = torch.Generator().manual_seed(0)
+    train, dev = (torch.randperm(len(grader.splits[k].labels), generator=generator) for k in ("train", "dev"))
+    halves = {"fit": [(train[: len(train) // 2], slice(None)), (train[len(train) // 2 :], slice(None))],
+              "read": [(slice(None), dev[: len(dev) // 2]), (slice(None), dev[len(dev) // 2 : len(dev) // 2 * 2])]}
+
+    def accuracy(features: dict, fit, read) -> float:
+        return sum(float(linear_head_outcomes(features["train"][fit], grader.labels[key]["train"][fit], features["dev"][read],
+                                              grader.labels[key]["dev"][read], grader.counts[key]).float().mean())
+                   for key in LP_TASKS) / len(LP_TASKS)
+
+    full, moved = {}, {"fit": [], "read": []}
+    for name in names:
+        for seed, files in runs.items():
+            features = load_file(str(files.features / name / f"{args.distill_steps}-{args.lp_train}-{args.lp_dev}.safetensors"))
+            full[name, seed] = accuracy(features, slice(None), slice(None))
+            for kind, (a, b) in halves.items():
+                moved[kind].append(accuracy(features, *a) - accuracy(features, *b))
+    print(f"{len(names)} genomes of run {args.tag or 'the set'}, seeds {', '.join(map(str, args.seeds))}: the standard deviation of")
+    print(f"  the heads fit on one half of the {len(train)} training glosses - on the other: {pstdev(moved['fit']):.4f}")
+    print(f"  read on one half of the {len(dev)} dev glosses - on the other (how hard each half is included): {pstdev(moved['read']):.4f}")
+    first, *others = args.seeds
+    for seed in others:
+        print(f"  seed {first}'s run - seed {seed}'s (the whole read-out): {pstdev([full[n, first] - full[n, seed] for n in names]):.4f}")

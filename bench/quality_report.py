@@ -459,6 +459,39 @@ def _like_for_like(gt_runs: dict[str, dict], lp_seeded: dict, candidates: dict, 
         print(f"    {label}: " + ", ".join(f"{m:+.1f}" for m in moves))
 
 
+def _noise(gt_runs: dict[str, list], candidates: dict, params: dict) -> None:
+    """How far one run of a genome moves from the next (the spread, over genomes, of the difference
+    between two seeds' values), for the ground truth and for F; and whether the ground truth has
+    converged: its ranking at half its steps against the full run, per seed and for the mean."""
+    from statistics import pstdev
+
+    by_seed = {n: {s: (full, half) for s, full, half in runs} for n, runs in gt_runs.items()}
+    seeds = sorted({s for runs in by_seed.values() for s in runs})
+    print("\nrun to run: the standard deviation over genomes of (one run's value - another's) for the same genome")
+    for i, a in enumerate(seeds):
+        for b in seeds[i + 1:]:
+            both = [n for n, runs in by_seed.items() if a in runs and b in runs]
+            if len(both) >= 3:
+                spread = pstdev([by_seed[n][a][0] - by_seed[n][b][0] for n in both])
+                print(f"  the ground truth, seed {a} against seed {b} ({len(both)} genomes): {spread:.4f}")
+    if "F" in candidates and "F8" in candidates:
+        both = [n for n in candidates["F"] if n in candidates["F8"] and DIVERGED not in (candidates["F"][n], candidates["F8"][n])]
+        print(f"  F, seed 7 against seed 8 ({len(both)} genomes): {pstdev([candidates['F'][n] - candidates['F8'][n] for n in both]):.4f}")
+    print("the ground truth's convergence: its ranking at half the steps against the full run (all / above 10M)")
+    for seed in seeds:
+        names = [n for n, runs in by_seed.items() if seed in runs]
+        half = {n: by_seed[n][seed][1] for n in names}
+        full = {n: by_seed[n][seed][0] for n in names}
+        big = [n for n in names if params[n] > 10e6]
+        print(f"  seed {seed} ({len(names)} genomes): {_tau(half, full, names):.3f} / {_tau(half, full, big):.3f}")
+    names = [n for n, runs in by_seed.items() if len(runs) > 1]
+    half = {n: sum(h for _, h in by_seed[n].values()) / len(by_seed[n]) for n in names}
+    full = {n: sum(f for f, _ in by_seed[n].values()) / len(by_seed[n]) for n in names}
+    big = [n for n in names if params[n] > 10e6]
+    print(f"  the mean of each genome's runs ({len(names)} genomes with two or more): {_tau(half, full, names):.3f} / "
+          f"{_tau(half, full, big):.3f}")
+
+
 def _tau(values: dict, gt: dict, names: list[str]) -> float:
     from scipy.stats import kendalltau
 
@@ -624,3 +657,4 @@ def run_front_report(args) -> None:
                     pick = max(band, key=lambda n: values[n])
                     print(f"{label}'s first in the band is {pick} ({in_band.index(pick) + 1} of {len(band)} in the band)")
     _like_for_like({n: v for n, v in gt_runs.items() if n in gt}, lp_seeded, candidates, params, genomes)
+    _noise({n: v for n, v in gt_runs.items() if n in gt}, candidates, params)
