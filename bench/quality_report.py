@@ -492,6 +492,23 @@ def _noise(gt_runs: dict[str, list], candidates: dict, params: dict) -> None:
           f"{_tau(half, full, big):.3f}")
 
 
+SPIKE = 1.2  # a held-out loss this far above its lowest so far: a run that nearly diverged
+
+
+def _spikes(runs: list) -> None:
+    """The ground-truth runs whose held-out distillation loss rose SPIKE times above its lowest
+    earlier checkpoint: unstable runs the divergence check (10x) let through, kept in the mean."""
+    found = []
+    for files in runs:
+        for name, row in read_rows(files.csv).items():
+            curve = list(json.loads(row["heldout_curve"]).values()) if row.get("heldout_curve") else []
+            rise = max((curve[i] / min(curve[:i]) for i in range(1, len(curve))), default=0.0)
+            if rise > SPIKE:
+                found.append(f"{name} ({files.steps}:{files.seed}, {rise:.2f}x)")
+    print(f"\nground-truth runs whose held-out loss rose over {SPIKE:g}x its lowest so far (kept in the mean): "
+          + (", ".join(found) if found else "none"))
+
+
 def _tau(values: dict, gt: dict, names: list[str]) -> float:
     from scipy.stats import kendalltau
 
@@ -658,3 +675,4 @@ def run_front_report(args) -> None:
                     print(f"{label}'s first in the band is {pick} ({in_band.index(pick) + 1} of {len(band)} in the band)")
     _like_for_like({n: v for n, v in gt_runs.items() if n in gt}, lp_seeded, candidates, params, genomes)
     _noise({n: v for n, v in gt_runs.items() if n in gt}, candidates, params)
+    _spikes(set_files + [ground_files(args.distill_steps, seed, tag) for tag in tags for seed in args.seeds])
