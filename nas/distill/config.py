@@ -35,10 +35,11 @@ class DistillConfig:
     (``score="lp"``, ``nas.distill.quality``): linear heads fit on the student's pooled features of
     8,000 labelled WordNet glosses and read on 8,000 more, for their supersense and their part of
     speech, the mean of the two accuracies. Against the ground truth (the same kind of head on
-    8,000 other glosses after 640-step distillations, two to six runs per genome) it ranks all 76
-    genomes measured (1-34M parameters) with Kendall tau 0.80 (0.77 above 10M) at seed 7 and 0.74
-    (0.67) at seed 8, and the 8 drawn to test it at 0.93; the 240-step run read on 4,000 + 4,000
-    glosses that it replaced in session 12 got 0.68 (0.58) and 0.86 (docs/quality.md). ``search()`` is the same with one checkpoint;
+    8,000 other glosses after 640-step distillations, three to six runs per genome) it ranks all 80
+    genomes measured (1-34M parameters) with Kendall tau 0.81 (0.77 above 10M) at seed 7 and 0.75
+    (0.68) at seed 8, and the 8 drawn to test it at 0.93; the 240-step run read on 4,000 + 4,000
+    glosses that it replaced in session 12 got 0.68 (0.58) over 75 and 0.86 (docs/quality.md).
+    ``search()`` is the same with one checkpoint;
     ``quick()`` is a cheap smoke-test preset (the cosine) whose score is not a quality signal.
 
     ``teacher=None`` is the embedded all-MiniLM-L6-v2; ``data=None`` the embedded corpus (the Python
