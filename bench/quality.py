@@ -120,6 +120,8 @@ def main() -> None:
     sub.add_argument("--seeds", type=int, nargs="+", default=[0], help="the ground-truth seeds of those runs")
     sub.add_argument("--band", type=float, nargs=2, metavar=("MIN", "MAX"),
                      help="which genome of this pixel4 latency band (ms) the score ranks first, and its true place")
+    sub.add_argument("--skip-spiked", action="store_true", help="leave out of each genome's ground truth its runs whose held-out "
+                     "loss spiked (over 1.2x its lowest so far; a sensitivity check, not the ground truth)")
     sub.add_argument("--weights", type=float, nargs="+", default=[], metavar="W",
                      help="also each tag's tau with the parameter term at these weights")
     args = parser.parse_args()

@@ -12,7 +12,7 @@ import torch
 import nas
 from nas.arch import ArchConfig
 from quality_common import (
-    LP_TASKS, MEASURED, RESULTS, TASKS, GroundFiles, _claimed_by_another, _pack, append_row, done_names, ground_files,
+    LP_TASKS, MEASURED, RESULTS, TASKS, GroundFiles, _claimed_by_another, _pack, _unpack, append_row, done_names, ground_files,
     provenance, read_rows, selected, usage_error,
 )  # fmt: skip
 
@@ -308,11 +308,16 @@ def run_readout_noise(args) -> None:
                                               grader.labels[key]["dev"][read], grader.counts[key]).float().mean())
                    for key in LP_TASKS) / len(LP_TASKS)
 
-    full, moved = {}, {"fit": [], "read": []}
+    rows = {seed: read_rows(files.lp_csv) for seed, files in runs.items()}
+    if any(json.loads(row["settings"])["dev_examples"] != len(dev) for by_name in rows.values() for row in by_name.values()):
+        usage_error(f"run {args.tag or 'the set'} was graded on another dev set than --lp-dev {args.lp_dev} gives: pass its --lp-dev")
+    # each run's whole read-out is in its row already: the per-gloss outcomes of its heads
+    full = {(name, seed): sum(float(_unpack(by_name[name][f"full_{key}_correct"], len(dev)).mean()) for key in LP_TASKS) / len(LP_TASKS)
+            for seed, by_name in rows.items() for name in names if name in by_name}
+    moved = {"fit": [], "read": []}
     for name in names:
         for seed, files in runs.items():
             features = load_file(str(files.features / name / f"{args.distill_steps}-{args.lp_train}-{args.lp_dev}.safetensors"))
-            full[name, seed] = accuracy(features, slice(None), slice(None))
             for kind, (a, b) in halves.items():
                 moved[kind].append(accuracy(features, *a) - accuracy(features, *b))
     print(f"{len(names)} genomes of run {args.tag or 'the set'}, seeds {', '.join(map(str, args.seeds))}: the standard deviation of")
@@ -320,4 +325,5 @@ def run_readout_noise(args) -> None:
     print(f"  read on one half of the {len(dev)} dev glosses - on the other (how hard each half is included): {pstdev(moved['read']):.4f}")
     first, *others = args.seeds
     for seed in others:
-        print(f"  seed {first}'s run - seed {seed}'s (the whole read-out): {pstdev([full[n, first] - full[n, seed] for n in names]):.4f}")
+        both = [n for n in names if (n, first) in full and (n, seed) in full]
+        print(f"  seed {first}'s run - seed {seed}'s (the whole read-out): {pstdev([full[n, first] - full[n, seed] for n in both]):.4f}")

@@ -495,18 +495,28 @@ def _noise(gt_runs: dict[str, list], candidates: dict, params: dict) -> None:
 SPIKE = 1.2  # a held-out loss this far above its lowest so far: a run that nearly diverged
 
 
-def _spikes(runs: list) -> None:
-    """The ground-truth runs whose held-out distillation loss rose SPIKE times above its lowest
-    earlier checkpoint: unstable runs the divergence check (10x) let through, kept in the mean."""
-    found = []
-    for files in runs:
-        for name, row in read_rows(files.csv).items():
-            curve = list(json.loads(row["heldout_curve"]).values()) if row.get("heldout_curve") else []
-            rise = max((curve[i] / min(curve[:i]) for i in range(1, len(curve))), default=0.0)
-            if rise > SPIKE:
-                found.append(f"{name} ({files.steps}:{files.seed}, {rise:.2f}x)")
-    print(f"\nground-truth runs whose held-out loss rose over {SPIKE:g}x its lowest so far (kept in the mean): "
-          + (", ".join(found) if found else "none"))
+def _spiked(files) -> dict[str, float]:
+    """The genomes of one ground-truth run whose held-out distillation loss rose over SPIKE times its
+    lowest earlier checkpoint (unstable runs the divergence check, 10x, let through), and how far."""
+    found = {}
+    for name, row in read_rows(files.csv).items():
+        curve = list(json.loads(row["heldout_curve"]).values()) if row.get("heldout_curve") else []
+        rise = max((curve[i] / min(curve[:i]) for i in range(1, len(curve))), default=0.0)
+        if rise > SPIKE:
+            found[name] = rise
+    return found
+
+
+def _spikes(runs: list, skipped: bool) -> None:
+    """List the ground-truth runs that spiked (``_spiked``), and whether this report kept them in the mean."""
+    found = [f"{name} ({files.steps}:{files.seed}, {rise:.2f}x)" for files in runs for name, rise in _spiked(files).items()]
+    print(f"\nground-truth runs whose held-out loss rose over {SPIKE:g}x its lowest so far "
+          f"({'left out of the mean: --skip-spiked' if skipped else 'kept in the mean'}): " + (", ".join(found) if found else "none"))
+
+
+def _places(values: dict[str, float]) -> dict[str, int]:
+    """Each genome's place (1 = the highest value) in a ranking."""
+    return {n: i + 1 for i, n in enumerate(sorted(values, key=lambda n: -values[n]))}
 
 
 def _tau(values: dict, gt: dict, names: list[str]) -> float:
@@ -531,13 +541,18 @@ def run_front_report(args) -> None:
     tasks = args.gt_tasks.split(",")
     tags = [t for t in args.tag.split(",") if t]
     set_files = [ground_files(args.distill_steps, args.ground_seed), *args.also_runs]
+    tagged_files = [ground_files(args.distill_steps, seed, tag) for tag in tags for seed in args.seeds]
     runs = [read_rows(run.lp_csv) for run in set_files]
     names = [n for n in runs[0] if all(n in run for run in runs)]
-    gt = {n: sum(lp_ground_truth(run[n], tasks) for run in runs) / len(runs) for n in names}
+    tagged_runs = [(files.seed, read_rows(files.lp_csv)) for files in tagged_files]
+    if args.skip_spiked:  # a sensitivity check: each genome's ground truth over its other runs
+        for files, rows in zip(set_files + tagged_files, runs + [rows for _, rows in tagged_runs]):
+            for n in _spiked(files):
+                rows.pop(n, None)
+    gt = {n: sum(lp_ground_truth(run[n], tasks) for run in runs if n in run) / sum(n in run for run in runs) for n in names}
     known = genome_set()
     genomes = {n: known[n] for n in names}
     extra = selected(args)
-    tagged_runs = [(seed, read_rows(ground_files(args.distill_steps, seed, tag).lp_csv)) for tag in tags for seed in args.seeds]
     tagged = [rows for _, rows in tagged_runs]
     per_seed = {n: [lp_ground_truth(run[n], tasks) for run in tagged if n in run] for n in extra}
     gt_runs: dict[str, list] = {}  # (seed, full, half) of every run at --distill-steps, for the like-against-like figures
@@ -571,11 +586,9 @@ def run_front_report(args) -> None:
     for label in [k for k in candidates if "+retry" in k]:  # only where a retry changed something
         if candidates[label] == candidates.get(label.removesuffix("+retry")):
             del candidates[label]
-    by_lp = sorted(lp, key=lambda n: -lp[n])
     scorer = CheapScorer(["latency_ms@pixel4"])
     latency = {n: scorer.scores(a)["latency_ms@pixel4"] for n, a in genomes.items()}
     by_gt = sorted(gt, key=lambda n: -gt[n])
-    by_score = sorted(score, key=lambda n: -score[n])
     print(f"ground truth = mean dev accuracy of {', '.join(tasks)}: the set over the runs "
           f"{', '.join(f'{r.steps}:{r.seed}' for r in [ground_files(args.distill_steps, args.ground_seed), *args.also_runs])}; "
           f"the {', '.join(tags)} genomes over seeds {', '.join(map(str, args.seeds))} at {args.distill_steps} steps")
@@ -599,18 +612,19 @@ def run_front_report(args) -> None:
         failed = sorted(n for n, v in values.items() if v == DIVERGED)
         if failed:
             print(f"{label} diverged on {len(failed)} of {len(values)}: {', '.join(failed)} (ranked below every scored genome)")
-    by_candidate = {label: sorted(values, key=lambda n: -values[n]) for label, values in candidates.items()}
+    by_candidate = {label: _places(values) for label, values in candidates.items()}
+    place_gt, place_score, place_lp = _places(gt), _places(score), _places(lp)
     print(f"{'genome':<24} {'params':>7} {'layers':>6} {'pixel4':>8} {'gt':>7} {'gt rank':>7} {'score':>7} {'rank':>5}"
           + (f" {'lp':>7} {'rank':>5}" if lp else "") + "".join(f" {label:>7} {'rank':>5}" for label in candidates) + "  per seed")
     for n in by_gt:
         seeds = " ".join(f"{v:.4f}" for v in per_seed.get(n, []))
         line = (f"{n:<24} {params[n] / 1e6:6.1f}M {genomes[n].num_layers:>6} {latency[n]:6.1f}ms {gt[n]:7.4f} "
-                f"{by_gt.index(n) + 1:>7} ")
-        line += f"{score[n]:7.4f} {by_score.index(n) + 1:>5}" if n in score else f"{'-':>7} {'-':>5}"
+                f"{place_gt[n]:>7} ")
+        line += f"{score[n]:7.4f} {place_score[n]:>5}" if n in score else f"{'-':>7} {'-':>5}"
         if lp:
-            line += f" {lp[n]:7.4f} {by_lp.index(n) + 1:>5}" if n in lp else f" {'-':>7} {'-':>5}"
+            line += f" {lp[n]:7.4f} {place_lp[n]:>5}" if n in lp else f" {'-':>7} {'-':>5}"
         for label, values in candidates.items():
-            line += f" {values[n]:7.4f} {by_candidate[label].index(n) + 1:>5}" if n in values else f" {'-':>7} {'-':>5}"
+            line += f" {values[n]:7.4f} {by_candidate[label][n]:>5}" if n in values else f" {'-':>7} {'-':>5}"
         print(line + ("  " + seeds if seeds else ""))
     pairs = _reference_pair_list(gt, genomes, list(gt))
     read_outs = [("the default score", score), ("session 7's (240-step cosine at lr 1e-3)", alone)]
@@ -669,7 +683,7 @@ def run_front_report(args) -> None:
                 if scored:
                     pick = max(scored, key=lambda n: values[n])
                     print(f"{label}'s first in the band is {pick} (ground truth {gt[pick]:.4f}, {band.index(pick) + 1} of {len(band)} "
-                          f"in the band, {by_gt.index(pick) + 1} of {len(gt)})" + (f"; it scored {len(scored)} of them" if len(scored) < len(band) else ""))
+                          f"in the band, {place_gt[pick]} of {len(gt)})" + (f"; it scored {len(scored)} of them" if len(scored) < len(band) else ""))
     _like_for_like({n: v for n, v in gt_runs.items() if n in gt}, lp_seeded, candidates, params, genomes)
     _noise({n: v for n, v in gt_runs.items() if n in gt}, candidates, params)
-    _spikes(set_files + [ground_files(args.distill_steps, seed, tag) for tag in tags for seed in args.seeds])
+    _spikes(set_files + tagged_files, args.skip_spiked)
