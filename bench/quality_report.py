@@ -434,19 +434,25 @@ def _like_for_like(gt_runs: dict[str, dict], lp_seeded: dict, candidates: dict, 
     big = [n for n in names if params[n] > 10e6]
     print(f"\nlike against like: each run against the mean ground truth of the runs without its seed ({len(names)} genomes; "
           f"all / the {len(big)} above 10M)")
-    readings = {}
-    for seed in (0, 1):
+    readings, ceilings = {}, []
+    shared = sorted(set.intersection(*({s for s, _, _ in gt_runs[n]} for n in names)))  # the seeds every genome has a run of
+    for seed in shared:
         own = {n: next(g for s, g, _ in gt_runs[n] if s == seed) for n in names}
         half = {n: next(h for s, _, h in gt_runs[n] if s == seed) for n in names}
         readings[f"the ground truth's seed-{seed} run, full budget (the noise ceiling)"] = (own, others(seed))
+        ceilings.append((_tau(own, others(seed), names), _tau(own, others(seed), big)))
         readings[f"the ground truth's seed-{seed} run at half its budget"] = (half, others(seed))
-        readings[f"D, seed {seed}"] = (lp_seeded[seed], others(seed))
+        if seed in lp_seeded:
+            readings[f"D, seed {seed}"] = (lp_seeded[seed], others(seed))
     complete = {label: values for label, values in candidates.items() if all(n in values for n in names)}
     for label, values in complete.items():
         seed = CANDIDATES[label][3]
         readings[f"{label}, seed {seed} (no ground-truth run has it)"] = (values, others(seed))
     for label, (values, truth) in readings.items():
         print(f"  {label}: {_tau(values, truth, names):.3f} / {_tau(values, truth, big):.3f}")
+    if len(ceilings) > 1:
+        print(f"  the noise ceiling, mean over the {len(ceilings)} seeds: {sum(a for a, _ in ceilings) / len(ceilings):.3f} / "
+              f"{sum(b for _, b in ceilings) / len(ceilings):.3f}")
     truth = others(-1)
     place = {n: i for i, n in enumerate(sorted(names, key=lambda n: -truth[n]))}
     widths = sorted({genomes[n].hidden_size for n in names})
