@@ -397,7 +397,7 @@ def extrapolate(curve: dict[int, float], to_step: int) -> float:
 # ground-truth run has; F at seed 8 is the shipped score's second seed, run after the rule was applied.
 # "+retry": F as DistillConfig(divergence_retries=1) reads it (session 13): a diverged run's retry at
 # half the rate (a budgets row at lr 1e-3) in place of its divergence.
-CANDIDATES = {"E": (320, 0.5, 8000, 7), "F": (320, 1.0, 8000, 7), "F8": (320, 1.0, 8000, 8),
+CANDIDATES = {"E": (320, 0.5, 8000, 7), "F": (320, 1.0, 8000, 7), "F8": (320, 1.0, 8000, 8), "F9": (320, 1.0, 8000, 9),
               "F+retry": (320, 1.0, 8000, 7), "F8+retry": (320, 1.0, 8000, 8)}
 
 
@@ -614,6 +614,12 @@ def run_front_report(args) -> None:
         mean = {n: (candidates["F"][n] + candidates["F8"][n]) / 2 for n in both}  # two runs a candidate: twice the cost
         print(f"the mean of F's seeds 7 and 8 (a score of two runs) on the same {len(both)}: {_tau(mean, gt, both):.3f}, "
               f"above 10M {_tau(mean, gt, big):.3f}")
+    if "F9" in candidates:  # the third seed, on the genomes it has reached: all three seeds side by side
+        both = [n for n in candidates["F9"] if n in gt and all(n in candidates.get(k, {}) for k in ("F", "F8"))]
+        big = [n for n in both if params[n] > 10e6]
+        print(f"F at seeds 7 / 8 / 9 on the {len(both)} genomes seed 9 has reached: "
+              + " / ".join(f"{_tau(candidates[k], gt, both):.3f}" for k in ("F", "F8", "F9"))
+              + f", above 10M ({len(big)}) " + " / ".join(f"{_tau(candidates[k], gt, big):.3f}" for k in ("F", "F8", "F9")))
     for label, values in [(f"D, seed {seed}", v) for seed, v in lp_seeded.items()] + [(f"{k}, seed {CANDIDATES[k][3]}", v) for k, v in candidates.items()]:
         failed = sorted(n for n, v in values.items() if v == DIVERGED)
         if failed:
