@@ -454,12 +454,12 @@ def _like_for_like(gt_runs: dict[str, dict], lp_seeded: dict, candidates: dict, 
         print(f"  the noise ceiling, mean over the {len(ceilings)} seeds: {sum(a for a, _ in ceilings) / len(ceilings):.3f} / "
               f"{sum(b for _, b in ceilings) / len(ceilings):.3f}")
     truth = others(-1)
-    place = {n: i for i, n in enumerate(sorted(names, key=lambda n: -truth[n]))}
+    place = _places({n: truth[n] for n in names})
     widths = sorted({genomes[n].hidden_size for n in names})
     print("  places each reading moves genomes up (-) or down (+) against all runs' mean, by hidden width: "
           + ", ".join(f"{w} ({sum(genomes[n].hidden_size == w for n in names)})" for w in widths))
     for label, values in [("D, seed 0", lp_seeded[0]), ("D, seed 1", lp_seeded[1]), *complete.items()]:
-        ranked = {n: i for i, n in enumerate(sorted(names, key=lambda n: -values[n]))}
+        ranked = _places({n: values[n] for n in names})
         moves = [sum(ranked[n] - place[n] for n in names if genomes[n].hidden_size == w) / sum(genomes[n].hidden_size == w for n in names)
                  for w in widths]
         print(f"    {label}: " + ", ".join(f"{m:+.1f}" for m in moves))
@@ -513,9 +513,9 @@ def _spiked(files) -> dict[str, float]:
     return found
 
 
-def _spikes(runs: list, skipped: bool) -> None:
-    """List the ground-truth runs that spiked (``_spiked``), and whether this report kept them in the mean."""
-    found = [f"{name} ({files.steps}:{files.seed}, {rise:.2f}x)" for files in runs for name, rise in _spiked(files).items()]
+def _spikes(spikes: list, skipped: bool) -> None:
+    """List the ground-truth runs that spiked (``(files, _spiked(files))`` pairs), and whether this report kept them in the mean."""
+    found = [f"{name} ({files.steps}:{files.seed}, {rise:.2f}x)" for files, spiked in spikes for name, rise in spiked.items()]
     print(f"\nground-truth runs whose held-out loss rose over {SPIKE:g}x its lowest so far "
           f"({'left out of the mean: --skip-spiked' if skipped else 'kept in the mean'}): " + (", ".join(found) if found else "none"))
 
@@ -551,9 +551,10 @@ def run_front_report(args) -> None:
     runs = [read_rows(run.lp_csv) for run in set_files]
     names = [n for n in runs[0] if all(n in run for run in runs)]
     tagged_runs = [(files.seed, read_rows(files.lp_csv)) for files in tagged_files]
+    spikes = [(files, _spiked(files)) for files in set_files + tagged_files]  # read once: skipped here, listed at the end
     if args.skip_spiked:  # a sensitivity check: each genome's ground truth over its other runs
-        for files, rows in zip(set_files + tagged_files, runs + [rows for _, rows in tagged_runs]):
-            for n in _spiked(files):
+        for (_, spiked), rows in zip(spikes, runs + [rows for _, rows in tagged_runs]):
+            for n in spiked:
                 rows.pop(n, None)
     gt = {n: sum(lp_ground_truth(run[n], tasks) for run in runs if n in run) / sum(n in run for run in runs) for n in names}
     known = genome_set()
@@ -698,4 +699,4 @@ def run_front_report(args) -> None:
                           f"in the band, {place_gt[pick]} of {len(gt)})" + (f"; it scored {len(scored)} of them" if len(scored) < len(band) else ""))
     _like_for_like({n: v for n, v in gt_runs.items() if n in gt}, lp_seeded, candidates, params, genomes)
     _noise({n: v for n, v in gt_runs.items() if n in gt}, candidates, params)
-    _spikes(set_files + tagged_files, args.skip_spiked)
+    _spikes(spikes, args.skip_spiked)
