@@ -186,7 +186,7 @@ def _split_means(gts: list[dict[str, float]], names: list[str], big: list[str]) 
     over every split; and, from the halves, roughly what a noise-free proxy would read against the
     mean of all the runs (Kendall tau to Pearson by sin(pi tau / 2), Spearman-Brown to all the runs,
     and back: an estimate that assumes Gaussian noise, which the runs' loss spikes are not)."""
-    from itertools import combinations
+    from itertools import combinations, permutations
 
     n = len(gts)
     if n < 4:
@@ -414,7 +414,7 @@ def _seeds_of_f(candidates: dict, gt: dict, params: dict) -> None:
     run of the score is expected to read), the two-run score (the mean of two seeds' scores,
     ``repeats=2``) for every pair and its mean, and the mean of all of them. A diverged run is read
     at its retry at half the rate, as the product scores it."""
-    from itertools import combinations
+    from itertools import combinations, permutations
 
     seeds = [k for k in F_SEEDS if k in candidates]
     if len(seeds) < 2:
@@ -449,6 +449,17 @@ def _seeds_of_f(candidates: dict, gt: dict, params: dict) -> None:
           + f"; {sum(meets(p) for p in pairs.values())} of {len(pairs)} pairs meet it")
     if len(seeds) > 2:
         print(line(f"{len(seeds)} runs (the mean of every seed's score)", taus(mean_of(seeds))))
+    # With two runs and ASHA, the first run's end is a rung: a cut there (keep a third) must not stop
+    # what the two-run score ranks high at the end (issue 8's ASHA clause)
+    third = len(names) // 3
+    stopped = []
+    for a, b in permutations(seeds, 2):
+        kept = set(sorted(names, key=lambda n: -candidates[a][n])[:third])
+        final = mean_of((a, b))
+        stopped.append(sum(n not in kept for n in sorted(names, key=lambda n: -final[n])[:third]))
+    print(f"  a cut at the first run's end (keep the top {third} of {len(names)}) would stop {min(stopped)}-{max(stopped)} "
+          f"(mean {sum(stopped) / len(stopped):.1f}) of the {third} the two-run score puts in its top third, "
+          f"over the {len(stopped)} orders of the pairs")
 
 
 def _lp_rows(path, steps: int, seed: int, genomes: dict, retried: bool = False) -> dict[str, float]:
