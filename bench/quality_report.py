@@ -186,7 +186,7 @@ def _split_means(gts: list[dict[str, float]], names: list[str], big: list[str]) 
     over every split; and, from the halves, roughly what a noise-free proxy would read against the
     mean of all the runs (Kendall tau to Pearson by sin(pi tau / 2), Spearman-Brown to all the runs,
     and back: an estimate that assumes Gaussian noise, which the runs' loss spikes are not)."""
-    from itertools import combinations, permutations
+    from itertools import combinations
 
     n = len(gts)
     if n < 4:

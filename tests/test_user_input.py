@@ -123,6 +123,20 @@ def test_a_negative_time_budget_is_refused(capsys):
     assert code == 2 and "--time-budget" in err and "at least 0" in err
 
 
+def test_distill_repeats_reaches_the_trials_distillation_over_the_settings_file(tmp_path, capsys):
+    from nas.cli import build_parser
+    from nas.search.cli import settings_from_args
+
+    given = tmp_path / "settings.json"
+    given.write_text(json.dumps({"space": "tiny", "distill": {"steps": 160}}))
+    args = build_parser().parse_args(["search", "--settings", str(given), "--distill-repeats", "2"])
+    config = settings_from_args(args).distill_config()
+    assert (config.repeats, config.steps) == (2, 160)  # the file's own override is kept
+    assert settings_from_args(build_parser().parse_args(["search"])).distill_config().repeats == 1
+    code, _, err = run(capsys, "search", "--space", "tiny", "--distill-repeats", "0", "--name", tmp_path / "never")
+    assert code == 2 and "--distill-repeats" in err and not (tmp_path / "never").exists()
+
+
 def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()
