@@ -447,8 +447,10 @@ def _seeds_of_f(candidates: dict, gt: dict, params: dict) -> None:
         print(line(f"two runs (seeds {seed_of[a]} + {seed_of[b]})", pair))
     print(line(f"two runs, mean of the {len(pairs)} pairs' taus", tuple(sum(p[i] for p in pairs.values()) / len(pairs) for i in (0, 1)))
           + f"; {sum(meets(p) for p in pairs.values())} of {len(pairs)} pairs meet it")
-    if len(seeds) > 2:
-        print(line(f"{len(seeds)} runs (the mean of every seed's score)", taus(mean_of(seeds))))
+    for k in range(3, len(seeds) + 1):  # k runs a candidate, over every choice of k seeds
+        sets = [taus(mean_of(chosen)) for chosen in combinations(seeds, k)]
+        print(line(f"{k} runs, mean of the {len(sets)} choices' taus", tuple(sum(p[i] for p in sets) / len(sets) for i in (0, 1)))
+              + f"; {sum(meets(p) for p in sets)} of {len(sets)} meet it")
     # With two runs and ASHA, the first run's end is a rung: a cut there (keep a third) must not stop
     # what the two-run score ranks high at the end (issue 8's ASHA clause)
     third = len(names) // 3
