@@ -399,7 +399,8 @@ def extrapolate(curve: dict[int, float], to_step: int) -> float:
 # half the rate (a budgets row at lr 1e-3) in place of its divergence.
 CANDIDATES = {"E": (320, 0.5, 8000, 7), "F": (320, 1.0, 8000, 7), "F8": (320, 1.0, 8000, 8), "F9": (320, 1.0, 8000, 9),
               "F10": (320, 1.0, 8000, 10),               "F+retry": (320, 1.0, 8000, 7), "F8+retry": (320, 1.0, 8000, 8), "F9+retry": (320, 1.0, 8000, 9),
-              "F10+retry": (320, 1.0, 8000, 10)}
+              "F10+retry": (320, 1.0, 8000, 10), "G": (320, 1.0, 8000, 7), "G8": (320, 1.0, 8000, 8)}
+CANDIDATE_LR = {"G": 1e-3, "G8": 1e-3}  # session 15's screen: F at half the peak rate; the others at MEASURED_LR
 
 
 DIVERGED = -1.0  # a run that diverged ranks below every scored genome: the search marks it FAIL and never fronts it
@@ -464,7 +465,25 @@ def _seeds_of_f(candidates: dict, gt: dict, params: dict) -> None:
           f"over the {len(stopped)} orders of the pairs")
 
 
-def _lp_rows(path, steps: int, seed: int, genomes: dict, retried: bool = False) -> dict[str, float]:
+def _half_rate(candidates: dict, gt: dict, params: dict) -> None:
+    """G (F at half the peak rate) beside F at the same seeds, on the genomes G has reached: each
+    seed's tau, and how closely the two seeds of each agree (a quieter run agrees more)."""
+    for g, f in (("G", "F"), ("G8", "F8")):
+        if g in candidates and f in candidates:
+            names = [n for n in candidates[g] if n in candidates[f] and n in gt]
+            big = [n for n in names if params[n] > 10e6]
+            print(f"G (peak lr {CANDIDATE_LR[g]:g}) against F (lr {MEASURED_LR:g}) at seed {CANDIDATES[g][3]} on the {len(names)} "
+                  f"genomes G has reached: {_tau(candidates[g], gt, names):.3f} / {_tau(candidates[f], gt, names):.3f}, "
+                  f"above 10M ({len(big)}) {_tau(candidates[g], gt, big):.3f} / {_tau(candidates[f], gt, big):.3f}")
+    if all(k in candidates for k in ("G", "G8", "F", "F8")):
+        names = [n for n in candidates["G8"] if all(n in candidates[k] for k in ("G", "F", "F8")) and n in gt]
+        print(f"seed 7 against seed 8 on the {len(names)} genomes both of G's seeds reached: G {_tau(candidates['G'], candidates['G8'], names):.3f}, "
+              f"F {_tau(candidates['F'], candidates['F8'], names):.3f}; the mean of the two seeds' taus: G "
+              f"{(_tau(candidates['G'], gt, names) + _tau(candidates['G8'], gt, names)) / 2:.3f}, "
+              f"F {(_tau(candidates['F'], gt, names) + _tau(candidates['F8'], gt, names)) / 2:.3f}")
+
+
+def _lp_rows(path, steps: int, seed: int, genomes: dict, retried: bool = False, lr: float = MEASURED_LR) -> dict[str, float]:
     """One read-out's scores at a budget and seed (peak lr 2e-3), from a ``budgets --score lp`` CSV;
     a diverged run reads ``DIVERGED``, or with ``retried`` its run at half the rate where there is one."""
     rows = [row for row in _read_list(path) if row["name"] in genomes and row["status"] in ("ok", "diverged")
@@ -473,9 +492,9 @@ def _lp_rows(path, steps: int, seed: int, genomes: dict, retried: bool = False) 
     def read(lr: float) -> dict[str, float]:
         return {row["name"]: float(row["score"]) if row["status"] == "ok" else DIVERGED for row in rows if float(row["lr"]) == lr}
 
-    values = read(MEASURED_LR)
+    values = read(lr)
     if retried:
-        values |= {n: v for n, v in read(MEASURED_LR / 2).items() if values.get(n) == DIVERGED}
+        values |= {n: v for n, v in read(lr / 2).items() if values.get(n) == DIVERGED}
     return values
 
 
@@ -649,7 +668,8 @@ def run_front_report(args) -> None:
     lp = lp_seeded[0]
     # session 12's candidates (CANDIDATES), where their rows exist
     candidates = {label: values for label, (steps, stop, examples, seed) in CANDIDATES.items()
-                  if (values := _lp_rows(budget_csv("lp", stop, examples), steps, seed, genomes, "+retry" in label))}
+                  if (values := _lp_rows(budget_csv("lp", stop, examples), steps, seed, genomes, "+retry" in label,
+                                         CANDIDATE_LR.get(label, MEASURED_LR)))}
     for label in [k for k in candidates if "+retry" in k]:  # only where a retry changed something
         if candidates[label] == candidates.get(label.removesuffix("+retry")):
             del candidates[label]
@@ -665,8 +685,9 @@ def run_front_report(args) -> None:
     for label, values in candidates.items():
         steps, stop, examples, seed = CANDIDATES[label]
         print(f"{label} = {steps} steps of a {round(steps / stop)}-step schedule read by the lp probe on {examples} + {examples} glosses "
-              f"(seed {seed}), for {len(values)} genomes" + (", a diverged run read at its retry at half the rate" if "+retry" in label else ""))
+              f"(seed {seed}, peak lr {CANDIDATE_LR.get(label, MEASURED_LR):g}), for {len(values)} genomes" + (", a diverged run read at its retry at half the rate" if "+retry" in label else ""))
     _seeds_of_f(candidates, gt, params)
+    _half_rate(candidates, gt, params)
     for label, values in [(f"D, seed {seed}", v) for seed, v in lp_seeded.items()] + [(f"{k}, seed {CANDIDATES[k][3]}", v) for k, v in candidates.items()]:
         failed = sorted(n for n, v in values.items() if v == DIVERGED)
         if failed:
