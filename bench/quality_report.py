@@ -559,9 +559,18 @@ def _noise(gt_runs: dict[str, list], candidates: dict, params: dict) -> None:
             if len(both) >= 3:
                 spread = pstdev([by_seed[n][a][0] - by_seed[n][b][0] for n in both])
                 print(f"  the ground truth, seed {a} against seed {b} ({len(both)} genomes): {spread:.4f}")
-    if "F" in candidates and "F8" in candidates:
-        both = [n for n in candidates["F"] if n in candidates["F8"] and DIVERGED not in (candidates["F"][n], candidates["F8"][n])]
-        print(f"  F, seed 7 against seed 8 ({len(both)} genomes): {pstdev([candidates['F'][n] - candidates['F8'][n] for n in both]):.4f}")
+    def scored(*keys: str) -> list[str]:  # the genomes every one of these runs scored
+        return [n for n in candidates[keys[0]] if all(candidates[k].get(n, DIVERGED) != DIVERGED for k in keys)]
+
+    for a, b in (("F", "F8"), ("G", "G8")):  # and G (half F's peak rate) beside F on the genomes G's seeds share
+        if a in candidates and b in candidates:
+            both = scored(a, b)
+            line = f"  {a}, seed 7 against seed 8 ({len(both)} genomes): {pstdev([candidates[a][n] - candidates[b][n] for n in both]):.4f}"
+            if a == "G" and "F" in candidates and "F8" in candidates:
+                both = scored(a, b, "F", "F8")
+                line += (f"; on the {len(both)} both G and F have: G {pstdev([candidates[a][n] - candidates[b][n] for n in both]):.4f}, "
+                         f"F {pstdev([candidates['F'][n] - candidates['F8'][n] for n in both]):.4f}")
+            print(line)
     print("the ground truth's convergence: its ranking at half the steps against the full run (all / above 10M)")
     for seed in seeds:
         names = [n for n, runs in by_seed.items() if seed in runs]
