@@ -398,8 +398,8 @@ def extrapolate(curve: dict[int, float], to_step: int) -> float:
 # "+retry": F as DistillConfig(divergence_retries=1) reads it (session 13): a diverged run's retry at
 # half the rate (a budgets row at lr 1e-3) in place of its divergence.
 CANDIDATES = {"E": (320, 0.5, 8000, 7), "F": (320, 1.0, 8000, 7), "F8": (320, 1.0, 8000, 8), "F9": (320, 1.0, 8000, 9),
-              "F10": (320, 1.0, 8000, 10),               "F+retry": (320, 1.0, 8000, 7), "F8+retry": (320, 1.0, 8000, 8), "F9+retry": (320, 1.0, 8000, 9),
-              "F10+retry": (320, 1.0, 8000, 10), "G": (320, 1.0, 8000, 7), "G8": (320, 1.0, 8000, 8)}
+              "F10": (320, 1.0, 8000, 10), "F+retry": (320, 1.0, 8000, 7), "F8+retry": (320, 1.0, 8000, 8),
+              "F9+retry": (320, 1.0, 8000, 9), "F10+retry": (320, 1.0, 8000, 10), "G": (320, 1.0, 8000, 7), "G8": (320, 1.0, 8000, 8)}
 CANDIDATE_LR = {"G": 1e-3, "G8": 1e-3}  # session 15's screen: F at half the peak rate; the others at MEASURED_LR
 
 
@@ -430,6 +430,9 @@ def _seeds_of_f(candidates: dict, gt: dict, params: dict) -> None:
     def mean_of(keys) -> dict[str, float]:
         return {n: sum(candidates[k][n] for k in keys) / len(keys) for n in names}
 
+    def average(found: list[tuple[float, float]]) -> tuple[float, float]:  # the mean of several (all, above 10M) taus
+        return sum(p[0] for p in found) / len(found), sum(p[1] for p in found) / len(found)
+
     def meets(pair: tuple[float, float]) -> bool:
         return pair[0] >= GOAL[0] and pair[1] >= GOAL[1]
 
@@ -442,15 +445,15 @@ def _seeds_of_f(candidates: dict, gt: dict, params: dict) -> None:
     single = {k: taus(candidates[k]) for k in seeds}
     for k, pair in single.items():
         print(line(f"one run, seed {seed_of[k]}", pair))
-    print(line(f"one run, mean of the {len(seeds)} seeds' taus", tuple(sum(p[i] for p in single.values()) / len(seeds) for i in (0, 1))))
+    print(line(f"one run, mean of the {len(seeds)} seeds' taus", average(list(single.values()))))
     pairs = {(a, b): taus(mean_of((a, b))) for a, b in combinations(seeds, 2)}  # two runs a candidate: twice the cost
     for (a, b), pair in pairs.items():
         print(line(f"two runs (seeds {seed_of[a]} + {seed_of[b]})", pair))
-    print(line(f"two runs, mean of the {len(pairs)} pairs' taus", tuple(sum(p[i] for p in pairs.values()) / len(pairs) for i in (0, 1)))
+    print(line(f"two runs, mean of the {len(pairs)} pairs' taus", average(list(pairs.values())))
           + f"; {sum(meets(p) for p in pairs.values())} of {len(pairs)} pairs meet it")
     for k in range(3, len(seeds) + 1):  # k runs a candidate, over every choice of k seeds
         sets = [taus(mean_of(chosen)) for chosen in combinations(seeds, k)]
-        print(line(f"{k} runs, mean of the {len(sets)} choices' taus", tuple(sum(p[i] for p in sets) / len(sets) for i in (0, 1)))
+        print(line(f"{k} runs, mean of the {len(sets)} choices' taus", average(sets))
               + f"; {sum(meets(p) for p in sets)} of {len(sets)} meet it")
     # With two runs and ASHA, the first run's end is a rung: a cut there (keep a third) must not stop
     # what the two-run score ranks high at the end (issue 8's ASHA clause)
