@@ -5,6 +5,7 @@
     python bench/quality.py proxies [--threads 1] [--only NAME,...]
     python bench/quality.py regrade                       # the ground truth: a linear head on the kept students
     python bench/quality.py readout-noise --tag draw8f --lp-dev 12000   # how much of a run's noise is the read-out's
+    python bench/quality.py readout-compare --tag draw8f --seeds 0 1    # the score's read-out of kept students beside their grade
     python bench/quality.py ground --distill-steps 1280 --grade lp --lp-dev 12000 [--ground-seed 1]   # a longer run, graded as it goes
     python bench/quality.py report --gt-tasks lp-supersense,lp-pos --also-runs 1280 [1280:1]   # the mean of several runs
     python bench/quality.py readouts | budgets [--budgets 240 480] [--seeds 0 1] [--lr 1e-3]   # more proxies: readouts, run lengths
@@ -39,7 +40,7 @@ from pathlib import Path
 import nas
 from nas.distill.cli import _positive_float  # nas distill --lr's check: one line, exit 2
 from quality_common import draw_band, genome_set, parse_run, usage_error
-from quality_ground import run_extra_task, run_ground, run_readout_noise, run_regrade
+from quality_ground import run_extra_task, run_ground, run_readout_compare, run_readout_noise, run_regrade
 from quality_proxies import run_budgets, run_proxies, run_readouts
 from quality_report import run_front_report, run_report
 
@@ -103,6 +104,10 @@ def main() -> None:
     sub = command("readout-noise", "how much the lp read-out alone moves, on a tagged run's kept features", "threads", "run", "lp")
     sub.add_argument("--tag", default="", help="the tagged ground-truth run whose kept features to read")
     sub.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="its seeds (two or more)")
+    sub = command("readout-compare", "the shipped score's read-out of kept ground-truth students, beside their grade", "threads", "run", "lp")
+    sub.add_argument("--tag", default="", help="the tagged ground-truth runs whose kept students to read (comma-separated)")
+    sub.add_argument("--seeds", type=int, nargs="+", default=[0], help="their seeds")
+    sub.add_argument("--lp-examples", type=int, default=8000, help="the read-out's glosses to fit on, and as many to read on (the default run's)")
     command("proxies", "the cheap scores a search could afford, on the same genomes", "threads", "genomes")
     command("readouts", "other read-outs of a short run's features", "threads", "genomes", "reverse")
     sub = command("budgets", "the default run's cosine at other budgets, seeds and learning rates", "threads", "genomes", "reverse")
@@ -114,6 +119,8 @@ def main() -> None:
     sub.add_argument("--stop-fraction", type=_positive_float, default=1.0, help="train this fraction of the learning-rate schedule: "
                      "0.5 lays it out over twice the budget and stops halfway (DistillConfig.stop_fraction; default 1)")
     sub.add_argument("--lp-examples", type=int, default=4000, help="--score lp: glosses the heads are fit on, and read on as many more")
+    sub.add_argument("--crossfit", action="store_true", help="--score lp: read each run's student again, one way and cross-fitted "
+                     "(each half of the glosses fits the heads that read the other), into a CSV of its own")
     command("report", "the Kendall tau of every proxy against the ground truth", "run", "report")
     sub = command("front-report", "genomes from outside the set beside it: their ground truth and the score's ranking", "genomes", "run", "report")
     sub.add_argument("--tag", default="", help="the runs of --genome-files to read, comma-separated")
@@ -137,7 +144,7 @@ def main() -> None:
     if args.command == "draw":
         run_draw(args)
         return
-    {"ground": run_ground, "extra-task": run_extra_task, "regrade": run_regrade, "readout-noise": run_readout_noise, "readouts": run_readouts, "budgets": run_budgets, "proxies": run_proxies, "report": run_report,
+    {"ground": run_ground, "extra-task": run_extra_task, "regrade": run_regrade, "readout-noise": run_readout_noise, "readout-compare": run_readout_compare, "readouts": run_readouts, "budgets": run_budgets, "proxies": run_proxies, "report": run_report,
      "front-report": run_front_report}[args.command](args)
 
 

@@ -12,7 +12,7 @@ import torch
 import nas
 from nas.arch import ArchConfig
 from quality_common import (
-    LP_TASKS, MEASURED, RESULTS, TASKS, GroundFiles, _claimed_by_another, _pack, _unpack, append_row, done_names, ground_files,
+    LP_TASKS, MEASURED, RESULTS, TASKS, GroundFiles, _claimed_by_another, _pack, _read_list, _unpack, append_row, done_names, ground_files,
     provenance, read_rows, selected, usage_error,
 )  # fmt: skip
 
@@ -327,3 +327,62 @@ def run_readout_noise(args) -> None:
     for seed in others:
         both = [n for n in names if (n, first) in full and (n, seed) in full]
         print(f"  seed {first}'s run - seed {seed}'s (the whole read-out): {pstdev([full[n, first] - full[n, seed] for n in both]):.4f}")
+
+
+READOUT_COMPARE_CSV = RESULTS / "quality_readout_compare.csv"
+
+
+def run_readout_compare(args) -> None:
+    """The read-out or the run? The shipped score's read-out (``lp_score``: heads fit on 8,000
+    training glosses and read on 8,000 more, none of them the ground truth's) of each kept student of
+    tagged ground-truth runs, beside the ground truth's grade of the same weights (fit on its 8,000
+    training glosses, read on the dev glosses). Where the two rank the same students alike, and differ
+    by about the read-out's own noise, the read-out is not where a score and the ground truth part.
+    One row per (run, genome) in quality_readout_compare.csv; a stopped run resumes."""
+    from safetensors.torch import load_file
+    from scipy.stats import kendalltau
+    from statistics import mean, pstdev
+
+    from nas.distill.quality import lp_score
+    from nas.distill.teacher import load_teacher
+    from nas.model import build_model
+    from nas.precision import resolve_precision
+
+    torch.set_num_threads(args.threads)
+    runs = [(tag, seed, ground_files(args.distill_steps, seed, tag)) for tag in args.tag.split(",") if tag for seed in args.seeds]
+    if not runs:
+        usage_error("readout-compare needs --tag: the tagged ground-truth runs whose kept students to read")
+    missing = [f"{tag} seed {seed}" for tag, seed, files in runs if not files.students.is_dir()]
+    if len(missing) == len(runs):
+        usage_error(f"no kept students of {', '.join(missing)}: run ground --grade lp first")
+    tokenizer = load_teacher(args.teacher).tokenizer
+    precision = resolve_precision("auto", torch.device("cpu"))
+    done = {(r["run"], r["name"]) for r in _read_list(READOUT_COMPARE_CSV)}
+    for tag, seed, files in runs:
+        graded = read_rows(files.lp_csv)
+        kept = sorted(p.name for p in files.students.iterdir() if (p / f"{args.distill_steps}.safetensors").exists()) if files.students.is_dir() else []
+        for name in kept:
+            run = f"{tag}:{seed}"
+            if (run, name) in done or name not in graded:
+                continue
+            began = time.perf_counter()
+            encoder = build_model(ArchConfig.load(files.students / name / "genome.json"))
+            encoder.load_state_dict(load_file(str(files.students / name / f"{args.distill_steps}.safetensors")))
+            encoder.eval()
+            score = lp_score(encoder, tokenizer, precision, torch.device("cpu"), args.lp_examples)
+            grade = sum(float(graded[name][f"full_{task}_acc"]) for task in LP_TASKS) / len(LP_TASKS)
+            append_row(READOUT_COMPARE_CSV, {"run": run, "name": name, "steps": args.distill_steps, "lp_examples": args.lp_examples,
+                                             "score_readout": round(score, 5), "ground_grade": round(grade, 5),
+                                             "seconds": round(time.perf_counter() - began, 1), "precision": precision})
+            print(f"{run} {name}: read-out {score:.4f}, ground-truth grade {grade:.4f}", flush=True)
+    rows = [r for r in _read_list(READOUT_COMPARE_CSV) if float(r["ground_grade"]) > COLLAPSED]
+    if len(rows) < 3:
+        return
+    score, grade = [float(r["score_readout"]) for r in rows], [float(r["ground_grade"]) for r in rows]
+    gaps = [s - g for s, g in zip(score, grade)]
+    print(f"{len(rows)} kept students (grade above {COLLAPSED}): Kendall tau between the two readings {kendalltau(score, grade).statistic:.3f}; "
+          f"read-out - grade {mean(gaps):+.4f} on average, standard deviation {pstdev(gaps):.4f}")
+
+
+COLLAPSED = 0.6  # a student graded below this learnt nothing (the heads' majority classes): left out of the summary
+

@@ -150,7 +150,11 @@ def run_budgets(args) -> None:
     if args.reverse:
         genomes = dict(reversed(list(genomes.items())))
     lr = args.lr if args.lr is not None else DistillConfig().lr
+    if args.crossfit and args.score != "lp":
+        usage_error("--crossfit reads the lp probe's heads both ways: it needs --score lp")
     csv_path = budget_csv(args.score, args.stop_fraction, args.lp_examples)
+    if args.crossfit:  # rows of their own: the runs again, each read both ways
+        csv_path = csv_path.with_name(csv_path.stem + "_crossfit.csv")
     for steps in args.budgets:  # a bad pair is one line before anything runs
         try:
             DistillConfig(steps=steps, stop_fraction=args.stop_fraction, lp_examples=args.lp_examples)
@@ -178,5 +182,10 @@ def run_budgets(args) -> None:
             last = result.checkpoints[-1] if result.checkpoints else None
             row["cosine"] = round(last.cosine, 5) if last else ""
             row["train_seconds"] = round(last.train_s, 1) if last else ""
+        if args.crossfit and result.student is not None:  # the same student read again, and cross-fitted
+            from nas.distill.quality import lp_readings
+
+            again, crossfit = lp_readings(result.student, None, result.precision, torch.device("cpu"), args.lp_examples)
+            row |= {"score_again": round(again, 5), "score_crossfit": round(crossfit, 5)}
         append_row(csv_path, row)
         tqdm.write(f"{name} @ {steps} steps, seed {seed}, lr {lr:g}: {result.score}")

@@ -408,6 +408,7 @@ DIVERGED = -1.0  # a run that diverged ranks below every scored genome: the sear
 
 F_SEEDS = ("F", "F8", "F9", "F10")  # the shipped score (F) at seeds 7-10: one draw each, nothing chosen on any
 GOAL = (0.8, 0.7)  # issue 8: Kendall tau over all genomes, and over those above 10M
+TOP_PICKS = 10  # how many of a score's first genomes are read for what they are worth
 
 
 def _seeds_of_f(candidates: dict, gt: dict, params: dict) -> None:
@@ -455,6 +456,19 @@ def _seeds_of_f(candidates: dict, gt: dict, params: dict) -> None:
         sets = [taus(mean_of(chosen)) for chosen in combinations(seeds, k)]
         print(line(f"{k} runs, mean of the {len(sets)} choices' taus", average(sets))
               + f"; {sum(meets(p) for p in sets)} of {len(sets)} meet it")
+    # What a user gets from the ranking: the ground truth of the genomes a k-run score puts first,
+    # beside the ground truth's own best; ranks further down matter little to a search's front
+    best = sorted(names, key=lambda n: -gt[n])[:TOP_PICKS]
+    print(f"  the mean ground truth of the {TOP_PICKS} genomes each score puts first (the ground truth's own {TOP_PICKS}: "
+          f"{sum(gt[n] for n in best) / TOP_PICKS:.4f}), and how many of them are among the ground truth's {TOP_PICKS}:")
+    for k in range(1, len(seeds) + 1):
+        picks = [sorted(names, key=lambda n: -scores[n])[:TOP_PICKS] for scores in (mean_of(c) for c in combinations(seeds, k))]
+        worth = [sum(gt[n] for n in p) / TOP_PICKS for p in picks]
+        shared = [len(set(p) & set(best)) for p in picks]
+        print(f"    {k} run(s), mean of {len(picks)} choice(s): {sum(worth) / len(worth):.4f} ({min(worth):.4f}-{max(worth):.4f}), "
+              f"{sum(shared) / len(shared):.1f} of the {TOP_PICKS}")
+    by_size = sorted(names, key=lambda n: -params[n])[:TOP_PICKS]  # the baseline: the largest genomes
+    print(f"    parameter count: {sum(gt[n] for n in by_size) / TOP_PICKS:.4f}, {len(set(by_size) & set(best))} of the {TOP_PICKS}")
     # With two runs and ASHA, the first run's end is a rung: a cut there (keep a third) must not stop
     # what the two-run score ranks high at the end (issue 8's ASHA clause)
     third = len(names) // 3

@@ -137,12 +137,15 @@ def _lp_data(tokenizer=None, examples: int = LP_EXAMPLES):
     return data, labels, position[:examples], position[examples:]
 
 
-def _lp_accuracy(features: torch.Tensor, tokenizer=None, examples: int = LP_EXAMPLES) -> float:
+def _lp_accuracy(features: torch.Tensor, tokenizer=None, examples: int = LP_EXAMPLES, crossfit: bool = False) -> float:
+    """The mean accuracy of the two heads fit on the first half of the glosses and read on the second;
+    with ``crossfit``, the mean of that and the other way round (every gloss read once, two fits)."""
     from nas.finetune.run import linear_head_outcomes
 
     _, labels, fit, rest = _lp_data(tokenizer, examples)
-    accuracies = [float(linear_head_outcomes(features[fit], y[fit], features[rest], y[rest], count).float().mean())
-                  for y, count in labels]
+    directions = [(fit, rest), (rest, fit)] if crossfit else [(fit, rest)]
+    accuracies = [float(linear_head_outcomes(features[a], y[a], features[b], y[b], count).float().mean())
+                  for a, b in directions for y, count in labels]
     return sum(accuracies) / len(accuracies)
 
 
@@ -155,6 +158,18 @@ def lp_score(encoder: Encoder, tokenizer=None, precision: str = "fp32", device: 
     data = _lp_data(tokenizer, examples)[0]
     device = device if device is not None else next(encoder.parameters()).device
     return _lp_accuracy(pooled_features(encoder, data, LP_BATCH, precision, device), tokenizer, examples)
+
+
+def lp_readings(encoder: Encoder, tokenizer=None, precision: str = "fp32", device: torch.device | None = None,
+                examples: int = LP_EXAMPLES) -> tuple[float, float]:
+    """``lp_score`` and its cross-fitted reading (each half fits the heads that read the other), from
+    one pass over the glosses: the same student read two ways."""
+    from nas.finetune.run import pooled_features
+
+    data = _lp_data(tokenizer, examples)[0]
+    device = device if device is not None else next(encoder.parameters()).device
+    features = pooled_features(encoder, data, LP_BATCH, precision, device)
+    return _lp_accuracy(features, tokenizer, examples), _lp_accuracy(features, tokenizer, examples, crossfit=True)
 
 
 def lp_baseline(tokenizer=None, examples: int = LP_EXAMPLES) -> float:
