@@ -507,15 +507,22 @@ CROSSFIT_CSV = budget_csv("lp", 1.0, 8000).with_name(budget_csv("lp", 1.0, 8000)
 def _crossfit(gt: dict, params: dict, retried: dict[int, dict]) -> None:
     """Session 16's test 3: F's runs again, each student read one way (F) and cross-fitted, at each
     seed on the genomes it reached; a paired comparison, since both readings are of the same weights.
-    A diverged run reads its retry (``retried``: F's scores as shipped, by seed) both ways."""
-    rows = [r for r in _read_list(CROSSFIT_CSV) if r["name"] in gt and float(r["lr"]) == MEASURED_LR and r["steps"] == "320"]
+    A diverged run reads its retry at half the rate, read both ways where this file has it, else
+    F's retry as shipped (``retried``, by seed) both ways."""
+    everything = [r for r in _read_list(CROSSFIT_CSV) if r["name"] in gt and r["steps"] == "320"]
+    rows = [r for r in everything if float(r["lr"]) == MEASURED_LR]
     if not rows:
         return
+    retries = {(r["name"], int(r["seed"])): r for r in everything if float(r["lr"]) == MEASURED_LR / 2 and r["status"] == "ok"}
     readings: dict[int, dict[str, dict[str, float]]] = {}
     for r in rows:
         seed = int(r["seed"])
+        retry = retries.get((r["name"], seed))
         for way, column in (("one way", "score_again"), ("cross-fitted", "score_crossfit")):
-            value = float(r[column]) if r["status"] == "ok" else retried.get(seed, {}).get(r["name"], DIVERGED)
+            if r["status"] == "ok":
+                value = float(r[column])
+            else:
+                value = float(retry[column]) if retry else retried.get(seed, {}).get(r["name"], DIVERGED)
             readings.setdefault(seed, {}).setdefault(way, {})[r["name"]] = value
     print("test 3 (session 16): F's runs read one way and cross-fitted (the same students; tau over all / above 10M):")
     for seed, ways in sorted(readings.items()):
