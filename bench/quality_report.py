@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 
 from quality_common import BUDGET_CSV, LP_BUDGET_CSV, MEASURED_LR, budget_csv, PROXY_CSV, READOUT_CSV, RESULTS, TASKS, _read_list, _unpack, ground_files, lp_ground_truth, read_rows
 
@@ -500,6 +501,46 @@ def _half_rate(candidates: dict, gt: dict, params: dict) -> None:
               f"F {(_tau(candidates['F'], gt, names) + _tau(candidates['F8'], gt, names)) / 2:.3f}")
 
 
+CROSSFIT_CSV = budget_csv("lp", 1.0, 8000).with_name(budget_csv("lp", 1.0, 8000).stem + "_crossfit.csv")  # budgets --crossfit
+
+
+def _crossfit(gt: dict, params: dict, retried: dict[int, dict]) -> None:
+    """Session 16's test 3: F's runs again, each student read one way (F) and cross-fitted, at each
+    seed on the genomes it reached; a paired comparison, since both readings are of the same weights.
+    A diverged run reads its retry at half the rate, read both ways where this file has it, else
+    F's retry as shipped (``retried``, by seed) both ways."""
+    everything = [r for r in _read_list(CROSSFIT_CSV) if r["name"] in gt and r["steps"] == "320"]
+    rows = [r for r in everything if float(r["lr"]) == MEASURED_LR]
+    if not rows:
+        return
+    retries = {(r["name"], int(r["seed"])): r for r in everything if float(r["lr"]) == MEASURED_LR / 2 and r["status"] == "ok"}
+    readings: dict[int, dict[str, dict[str, float]]] = {}
+    for r in rows:
+        seed = int(r["seed"])
+        retry = retries.get((r["name"], seed))
+        for way, column in (("one way", "score_again"), ("cross-fitted", "score_crossfit")):
+            if r["status"] == "ok":
+                value = float(r[column])
+            else:
+                value = float(retry[column]) if retry else retried.get(seed, {}).get(r["name"], DIVERGED)
+            readings.setdefault(seed, {}).setdefault(way, {})[r["name"]] = value
+    print("test 3 (session 16): F's runs read one way and cross-fitted (the same students; tau over all / above 10M):")
+    for seed, ways in sorted(readings.items()):
+        names = sorted(ways["one way"])
+        big = [n for n in names if params[n] > 10e6]
+        line = ", ".join(f"{way} {_tau(v, gt, names):.3f} / {_tau(v, gt, big):.3f}" for way, v in ways.items())
+        print(f"  seed {seed} on {len(names)} genomes: {line}")
+    seeds = sorted(readings)
+    if len(seeds) > 1:
+        a, b = seeds[:2]
+        both = [n for n in readings[a]["one way"] if n in readings[b]["one way"]]
+        for way in ("one way", "cross-fitted"):
+            first, second = readings[a][way], readings[b][way]
+            spread = statistics.pstdev([first[n] - second[n] for n in both if DIVERGED not in (first[n], second[n])])
+            print(f"  {way}: seed {a} against seed {b} on the {len(both)} both reached: tau {_tau(first, second, both):.3f}, "
+                  f"score difference {spread:.4f} (standard deviation)")
+
+
 def _lp_rows(path, steps: int, seed: int, genomes: dict, retried: bool = False, lr: float = MEASURED_LR) -> dict[str, float]:
     """One read-out's scores at a budget and seed (peak lr 2e-3), from a ``budgets --score lp`` CSV;
     a diverged run reads ``DIVERGED``, or with ``retried`` its run at half the rate where there is one."""
@@ -714,6 +755,7 @@ def run_front_report(args) -> None:
               f"(seed {seed}, peak lr {CANDIDATE_LR.get(label, MEASURED_LR):g}), for {len(values)} genomes" + (", a diverged run read at its retry at half the rate" if "+retry" in label else ""))
     _seeds_of_f(candidates, gt, params)
     _half_rate(candidates, gt, params)
+    _crossfit(gt, params, {CANDIDATES[k][3]: candidates.get(f"{k}+retry", candidates[k]) for k in F_SEEDS if k in candidates})
     for label, values in [(f"D, seed {seed}", v) for seed, v in lp_seeded.items()] + [(f"{k}, seed {CANDIDATES[k][3]}", v) for k, v in candidates.items()]:
         failed = sorted(n for n, v in values.items() if v == DIVERGED)
         if failed:
