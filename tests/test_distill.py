@@ -81,6 +81,7 @@ def test_config_round_trips_through_json():
         ({"lp_examples": 100}, "lp_examples=100: must be 500-40000 glosses"),
         ({"divergence_retries": -1}, "divergence_retries=-1: must be 0-3"),
         ({"divergence_retries": 4}, "divergence_retries=4: must be 0-3"),
+        ({"lp_crossfit": "yes"}, "lp_crossfit='yes': must be true or false"),
     ],
 )
 def test_bad_settings_are_errors(changes, fragment):

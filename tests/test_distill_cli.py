@@ -45,6 +45,17 @@ def test_json_lines_per_checkpoint_then_the_result(capsys, small_run):
     assert result["config"]["seed"] == 2 and result["config"]["steps"] == 4 and result["config"]["seq_len"] == 16
 
 
+def test_lp_crossfit_is_on_by_default_and_the_flag_turns_it_off(capsys, small_run, tmp_path):
+    code, out, _ = run(capsys, "distill", *small_run, "--json")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["config"]["lp_crossfit"] is True
+    code, out, _ = run(capsys, "distill", *small_run, "--no-lp-crossfit", "--json")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["config"]["lp_crossfit"] is False
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"lp_crossfit": "yes"}))
+    code, out, err = run(capsys, "distill", *small_run, "--config", str(settings))
+    assert code == 2 and out == "" and "lp_crossfit='yes': must be true or false" in err
+
+
 def test_params_weight_is_added_to_the_score_and_named_in_the_summary(capsys, small_run):
     code, out, _ = run(capsys, "distill", *small_run, "--params-weight", "0.05", "--json")
     assert code == 0

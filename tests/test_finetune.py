@@ -191,6 +191,22 @@ def test_lp_score_is_deterministic_and_its_baseline_is_each_heads_majority():
     assert lp_baseline() == pytest.approx(sum(majority) / 2, abs=1e-6)
 
 
+def test_a_crossfitted_lp_score_is_the_mean_of_reading_each_half_by_the_other_halfs_heads():
+    from nas.distill.quality import _lp_accuracy, _lp_data, lp_readings
+    from nas.finetune.run import linear_head_outcomes, pooled_features
+
+    torch.manual_seed(0)
+    encoder = build_model(TINY)
+    data, labels, fit, rest = _lp_data()
+    features = pooled_features(encoder, data, 64, "fp32", torch.device("cpu"))
+    both_ways = [float(linear_head_outcomes(features[a], y[a], features[b], y[b], n).float().mean())
+                 for a, b in ((fit, rest), (rest, fit)) for y, n in labels]
+    one_way, crossfit = lp_readings(encoder, precision="fp32")
+    assert one_way == lp_score(encoder, precision="fp32") == pytest.approx(sum(both_ways[:2]) / 2)
+    assert crossfit == lp_score(encoder, precision="fp32", crossfit=True) == pytest.approx(sum(both_ways) / 4)
+    assert crossfit != one_way and _lp_accuracy(features, crossfit=True) == crossfit
+
+
 def test_the_default_run_reads_the_lp_probe_and_a_search_draws_its_floor():
     from nas.search.trial import _constant_embedding_score
 
@@ -198,7 +214,8 @@ def test_the_default_run_reads_the_lp_probe_and_a_search_draws_its_floor():
     assert default.score == "lp" and default.params_weight == 0.0 and DistillConfig.quick().score == "cosine"
     # session 12's default (docs/quality.md, candidate F): 320 steps, the whole schedule, 8,000 + 8,000 glosses
     assert (default.steps, default.stop_fraction, default.lp_examples) == (320, 1.0, 8000)
-    assert _constant_embedding_score(default, None) == lp_baseline()  # the report's dotted line
+    assert default.lp_crossfit  # session 16: every gloss read once, by the heads of the other half
+    assert _constant_embedding_score(default, None) == lp_baseline(crossfit=True)  # the report's dotted line
     assert _constant_embedding_score(default.replace(params_weight=0.05), None) is None  # a floor per genome
 
 
@@ -263,7 +280,7 @@ def test_probe_scored_run_reports_the_probe_as_its_score(small_config):
 def test_cached_score_computes_once_per_genome_and_settings(small_config, monkeypatch):
     from nas.distill import run
 
-    plain = small_config.replace(precision="fp32", params_weight=0.0, stop_fraction=1.0, lp_examples=4000)
+    plain = small_config.replace(precision="fp32", params_weight=0.0, stop_fraction=1.0, lp_examples=4000, lp_crossfit=False)
     first = run.cached_score(TINY, plain)
     assert first["status"] == "ok" and first["arch_id"] == TINY.id and first["score"] == first["cosine"]
 
@@ -276,8 +293,8 @@ def test_cached_score_computes_once_per_genome_and_settings(small_config, monkey
         run.cached_score(TINY, plain.replace(seed=1))  # the seed does
     # a setting added later counts only away from the value that reproduces the earlier runs, so
     # scores cached before it existed keep their keys
-    assert not {"repeats", "params_weight", "stop_fraction", "lp_examples"} & set(first["settings"])
-    for later in ({"repeats": 2}, {"params_weight": 0.05}, {"stop_fraction": 0.5}, {"lp_examples": 8000}):
+    assert not {"repeats", "params_weight", "stop_fraction", "lp_examples", "lp_crossfit"} & set(first["settings"])
+    for later in ({"repeats": 2}, {"params_weight": 0.05}, {"stop_fraction": 0.5}, {"lp_examples": 8000}, {"lp_crossfit": True}):
         with pytest.raises(AssertionError, match="distilled again"):
             run.cached_score(TINY, plain.replace(**later))
     # the retries decide only a run that diverges: an ok record serves any number of them ...

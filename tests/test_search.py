@@ -210,11 +210,11 @@ def test_pinned_settings_keep_the_distillation_a_run_started_with(tmp_path):
     assert saved.distill_config() == settings.distill_config()
     assert SearchSettings(space="tiny", objectives=["params", "flops"]).pinned().distill == {}
     # a run pinned before params_weight (session 8), stop_fraction and lp_examples (session 12) or
-    # divergence_retries (session 13) existed resumes as it ran, whatever today's defaults
-    added = ("params_weight", "stop_fraction", "lp_examples", "divergence_retries")
+    # divergence_retries (session 13) or lp_crossfit (session 16) existed resumes as it ran, whatever today's defaults
+    added = ("params_weight", "stop_fraction", "lp_examples", "divergence_retries", "lp_crossfit")
     older = {k: v for k, v in saved.distill.items() if k not in added}
     resumed = SearchSettings(space="tiny", distill=older).distill_config()
-    assert tuple(getattr(resumed, k) for k in added) == (0.0, 1.0, 4000, 0)
+    assert tuple(getattr(resumed, k) for k in added) == (0.0, 1.0, 4000, 0, False)
     assert saved.distill["divergence_retries"] == DistillConfig().divergence_retries == 1  # a new run pins today's
     partial = SearchSettings(space="tiny", distill={"lr": 1e-3})  # a user's overrides are not a pinned run
     assert partial.distill_config().params_weight == DistillConfig().params_weight

@@ -43,6 +43,9 @@ def register(subparsers) -> None:
                    f"lays warm-up and decay out over twice --steps and stops halfway (default {defaults.stop_fraction:g})")
     p.add_argument("--lp-examples", type=_positive_int, help="--score lp: glosses the heads are fit on, and read on as many "
                    f"more (default {defaults.lp_examples})")
+    p.add_argument("--lp-crossfit", action=argparse.BooleanOptionalAction, help="--score lp: also fit heads on the "
+                   f"second half of the glosses and read them on the first; the score is the mean of both readings (default "
+                   f"{'on' if defaults.lp_crossfit else 'off'})")  # fmt: skip
     p.add_argument("--divergence-retries", type=int, metavar="N", help="a run that diverges trains again from the start "
                    f"at half the peak rate, N times at most (0-3; default {defaults.divergence_retries})")  # fmt: skip
     p.add_argument("--params-weight", type=_non_negative_float, help="add W * ln(parameters / 1M) to the score, a "

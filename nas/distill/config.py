@@ -20,7 +20,7 @@ LP_EXAMPLES_RANGE = (500, 40000)  # the lp read-out's glosses per side: enough f
 # Settings added after results began to be kept (pinned searches, cached reference scores, bench
 # CSVs), each at the value that reproduces what ran before it existed. One table for all three.
 BEFORE_ADDED: dict[str, Any] = {"repeats": 1, "params_weight": 0.0, "stop_fraction": 1.0, "lp_examples": 4000,
-                                "divergence_retries": 0}
+                                "divergence_retries": 0, "lp_crossfit": False}
 MAX_DIVERGENCE_RETRIES = 3
 
 
@@ -82,6 +82,9 @@ class DistillConfig:
     # 4,000 glosses) or "probe" (the ridge probe of sessions 1-2); nas.distill.quality
     score: str = "lp"  # session 11; "cosine" with params_weight 0.05 in sessions 8-10
     lp_examples: int = 8000  # score="lp": the heads are fit on this many glosses and read on as many more (4,000 in session 11)
+    # score="lp": also fit heads on the second half and read them on the first, and score the mean of
+    # both readings: every gloss read once, two fits averaged, for one more pair of head fits (session 16)
+    lp_crossfit: bool = True
     # A training-free term added to every checkpoint's score: params_weight * ln(parameters / 1M).
     # 0 reads the score alone (the default since session 11). With the cosine, 0.05 weighs the term
     # as much as the cosine's spread over the ground truth's 22 genomes (sessions 8-10; docs/quality.md).
@@ -190,6 +193,8 @@ class DistillConfig:
                     raise fail(f.name, "must be a finite number")
             elif kind.startswith("str") and not isinstance(value, str):
                 raise fail(f.name, "must be a string")
+            elif kind == "bool" and not isinstance(value, bool):
+                raise fail(f.name, "must be true or false")
         for name in ("steps", "repeats", "seq_len", "batch_size", "num_checkpoints", "heldout_examples"):
             if getattr(self, name) < 1:
                 raise fail(name, "must be at least 1")

@@ -150,14 +150,14 @@ def _lp_accuracy(features: torch.Tensor, tokenizer=None, examples: int = LP_EXAM
 
 
 def lp_score(encoder: Encoder, tokenizer=None, precision: str = "fp32", device: torch.device | None = None,
-             examples: int = LP_EXAMPLES) -> float:
+             examples: int = LP_EXAMPLES, crossfit: bool = False) -> float:
     """The mean accuracy of the supersense and part-of-speech heads on the student's pooled features,
-    fit on ``examples`` glosses and read on as many more."""
+    fit on ``examples`` glosses and read on as many more (with ``crossfit``, also the other way round)."""
     from nas.finetune.run import pooled_features
 
     data = _lp_data(tokenizer, examples)[0]
     device = device if device is not None else next(encoder.parameters()).device
-    return _lp_accuracy(pooled_features(encoder, data, LP_BATCH, precision, device), tokenizer, examples)
+    return _lp_accuracy(pooled_features(encoder, data, LP_BATCH, precision, device), tokenizer, examples, crossfit)
 
 
 def lp_readings(encoder: Encoder, tokenizer=None, precision: str = "fp32", device: torch.device | None = None,
@@ -172,7 +172,7 @@ def lp_readings(encoder: Encoder, tokenizer=None, precision: str = "fp32", devic
     return _lp_accuracy(features, tokenizer, examples), _lp_accuracy(features, tokenizer, examples, crossfit=True)
 
 
-def lp_baseline(tokenizer=None, examples: int = LP_EXAMPLES) -> float:
+def lp_baseline(tokenizer=None, examples: int = LP_EXAMPLES, crossfit: bool = False) -> float:
     """``lp_score`` for a constant embedding: each head's majority class, the floor of the read-out."""
     data = _lp_data(tokenizer, examples)[0]
-    return _lp_accuracy(torch.zeros(len(data.labels), 1), tokenizer, examples)
+    return _lp_accuracy(torch.zeros(len(data.labels), 1), tokenizer, examples, crossfit)

@@ -541,7 +541,8 @@ class _Run:
     def _probe(self) -> float | None:
         """The downstream read-out the config asks for instead of the cosine (None: the cosine)."""
         if self.config.score == "lp":
-            return lp_score(self.student, self.teacher.tokenizer, self.precision, self.device, self.config.lp_examples)
+            return lp_score(self.student, self.teacher.tokenizer, self.precision, self.device, self.config.lp_examples,
+                            self.config.lp_crossfit)
         if self.config.score == "probe":
             return probe_score(self.student, self.teacher.tokenizer)
         return None

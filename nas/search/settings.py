@@ -156,7 +156,7 @@ class SearchSettings:
 
 # DistillConfig fields added after pinned() began writing the distillation out in full: resuming a
 # run pinned before them sets them to nas.distill.config.BEFORE_ADDED, so it keeps scoring as it began.
-ADDED_SINCE_PINNING = ("params_weight", "stop_fraction", "lp_examples", "divergence_retries")
+ADDED_SINCE_PINNING = ("params_weight", "stop_fraction", "lp_examples", "divergence_retries", "lp_crossfit")
 
 
 # What `nas search` with no arguments runs: the embedded mobile space, the shipped Pixel 4 profile,

@@ -128,7 +128,7 @@ def _constant_embedding_score(config, result) -> float | None:
     from nas.distill.teacher import load_teacher
 
     tokenizer = load_teacher(config.teacher, config.resolved_cache_dir).tokenizer  # cached teacher
-    return lp_baseline(tokenizer, config.lp_examples) if config.score == "lp" else probe_baseline(tokenizer)
+    return lp_baseline(tokenizer, config.lp_examples, config.lp_crossfit) if config.score == "lp" else probe_baseline(tokenizer)
 
 
 def trial_device() -> str:
