@@ -529,7 +529,7 @@ def _crossfit(gt: dict, params: dict, retried: dict[int, dict]) -> None:
         names = sorted(ways["one way"])
         big = [n for n in names if params[n] > 10e6]
         line = ", ".join(f"{way} {_tau(v, gt, names):.3f} / {_tau(v, gt, big):.3f}" for way, v in ways.items())
-        print(f"  seed {seed} on {len(names)} genomes: {line}")
+        print(f"  seed {seed} on {len(names)} genomes: {line}; {_paired_bootstrap(ways, gt, names, big)}")
     seeds = sorted(readings)
     if len(seeds) > 1:
         a, b = seeds[:2]
@@ -539,6 +539,21 @@ def _crossfit(gt: dict, params: dict, retried: dict[int, dict]) -> None:
             spread = statistics.pstdev([first[n] - second[n] for n in both if DIVERGED not in (first[n], second[n])])
             print(f"  {way}: seed {a} against seed {b} on the {len(both)} both reached: tau {_tau(first, second, both):.3f}, "
                   f"score difference {spread:.4f} (standard deviation)")
+
+
+def _paired_bootstrap(ways: dict[str, dict[str, float]], gt: dict, names: list[str], big: list[str], draws: int = 2000) -> str:
+    """How often the cross-fitted reading's tau gain over the one-way reading is zero or less when
+    the genomes are resampled with replacement (the same resample for both readings)."""
+    import random
+
+    one, cross = ways["one way"], ways["cross-fitted"]
+    shares = []
+    for subset in (names, big):
+        rng = random.Random(0)
+        gains = [_tau(cross, gt, drawn) - _tau(one, gt, drawn)
+                 for drawn in ([rng.choice(subset) for _ in subset] for _ in range(draws))]
+        shares.append(sum(g <= 0 for g in gains) / draws)
+    return f"P(gain <= 0) over {draws} resamples of the genomes {shares[0]:.2f} / {shares[1]:.2f}"
 
 
 def _lp_rows(path, steps: int, seed: int, genomes: dict, retried: bool = False, lr: float = MEASURED_LR) -> dict[str, float]:
