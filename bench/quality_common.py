@@ -204,14 +204,17 @@ LP_BUDGET_CSV = RESULTS / "quality_budgets_lp.csv"  # the same runs read by the 
 LP_EXAMPLES = BEFORE_ADDED["lp_examples"]  # DistillConfig's lp_examples before session 12: what quality_budgets_lp.csv was read with
 
 
-def budget_csv(score: str, stop_fraction: float = 1.0, lp_examples: int = LP_EXAMPLES) -> Path:
+def budget_csv(score: str, stop_fraction: float = 1.0, lp_examples: int = LP_EXAMPLES, crossfit: bool = False) -> Path:
     """Where ``budgets`` keeps its rows: the cosine's, the lp probe's at the settings of session 11,
-    and a file per other (stop fraction, read-out size), e.g. quality_budgets_lp_stop0.5_lp8000.csv."""
+    and a file per other (stop fraction, read-out size), e.g. quality_budgets_lp_stop0.5_lp8000.csv;
+    ``--crossfit`` runs (each student read both ways) in one of their own beside it, ``..._crossfit.csv``."""
     if score != "lp":
-        return BUDGET_CSV
-    if stop_fraction == 1.0 and lp_examples == LP_EXAMPLES:
-        return LP_BUDGET_CSV
-    return RESULTS / f"quality_budgets_lp_stop{stop_fraction:g}_lp{lp_examples}.csv"
+        path = BUDGET_CSV
+    elif stop_fraction == 1.0 and lp_examples == LP_EXAMPLES:
+        path = LP_BUDGET_CSV
+    else:
+        path = RESULTS / f"quality_budgets_lp_stop{stop_fraction:g}_lp{lp_examples}.csv"
+    return path.with_name(path.stem + "_crossfit.csv") if crossfit else path
 # What every bench run is measured at, pinned where it runs because DistillConfig's defaults move:
 # the peak learning rate of every run before session 7 (the budget CSV records each row's lr), and
 # the cosine read-out alone as the score (the report adds the parameter term itself; budgets --score lp

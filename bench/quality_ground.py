@@ -330,6 +330,7 @@ def run_readout_noise(args) -> None:
 
 
 READOUT_COMPARE_CSV = RESULTS / "quality_readout_compare.csv"
+COLLAPSED = 0.6  # a student graded below this learnt nothing (the heads' majority classes): left out of the summary
 
 
 def run_readout_compare(args) -> None:
@@ -382,7 +383,3 @@ def run_readout_compare(args) -> None:
     gaps = [s - g for s, g in zip(score, grade)]
     print(f"{len(rows)} kept students (grade above {COLLAPSED}): Kendall tau between the two readings {kendalltau(score, grade).statistic:.3f}; "
           f"read-out - grade {mean(gaps):+.4f} on average, standard deviation {pstdev(gaps):.4f}")
-
-
-COLLAPSED = 0.6  # a student graded below this learnt nothing (the heads' majority classes): left out of the summary
-

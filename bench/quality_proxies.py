@@ -152,9 +152,7 @@ def run_budgets(args) -> None:
     lr = args.lr if args.lr is not None else DistillConfig().lr
     if args.crossfit and args.score != "lp":
         usage_error("--crossfit reads the lp probe's heads both ways: it needs --score lp")
-    csv_path = budget_csv(args.score, args.stop_fraction, args.lp_examples)
-    if args.crossfit:  # rows of their own: the runs again, each read both ways
-        csv_path = csv_path.with_name(csv_path.stem + "_crossfit.csv")
+    csv_path = budget_csv(args.score, args.stop_fraction, args.lp_examples, args.crossfit)
     for steps in args.budgets:  # a bad pair is one line before anything runs
         try:
             DistillConfig(steps=steps, stop_fraction=args.stop_fraction, lp_examples=args.lp_examples)

@@ -501,7 +501,7 @@ def _half_rate(candidates: dict, gt: dict, params: dict) -> None:
               f"F {(_tau(candidates['F'], gt, names) + _tau(candidates['F8'], gt, names)) / 2:.3f}")
 
 
-CROSSFIT_CSV = budget_csv("lp", 1.0, 8000).with_name(budget_csv("lp", 1.0, 8000).stem + "_crossfit.csv")  # budgets --crossfit
+CROSSFIT_CSV = budget_csv("lp", 1.0, 8000, crossfit=True)  # budgets --crossfit
 
 
 def _crossfit(gt: dict, params: dict, retried: dict[int, dict]) -> None:

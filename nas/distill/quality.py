@@ -137,39 +137,46 @@ def _lp_data(tokenizer=None, examples: int = LP_EXAMPLES):
     return data, labels, position[:examples], position[examples:]
 
 
-def _lp_accuracy(features: torch.Tensor, tokenizer=None, examples: int = LP_EXAMPLES, crossfit: bool = False) -> float:
-    """The mean accuracy of the two heads fit on the first half of the glosses and read on the second;
-    with ``crossfit``, the mean of that and the other way round (every gloss read once, two fits)."""
+def _lp_accuracies(features: torch.Tensor, tokenizer=None, examples: int = LP_EXAMPLES, crossfit: bool = False) -> list[float]:
+    """Each head's accuracy fit on the first half of the glosses and read on the second, then with
+    ``crossfit`` the same the other way round (every gloss read once, two fits per head)."""
     from nas.finetune.run import linear_head_outcomes
 
     _, labels, fit, rest = _lp_data(tokenizer, examples)
     directions = [(fit, rest), (rest, fit)] if crossfit else [(fit, rest)]
-    accuracies = [float(linear_head_outcomes(features[a], y[a], features[b], y[b], count).float().mean())
-                  for a, b in directions for y, count in labels]
+    return [float(linear_head_outcomes(features[a], y[a], features[b], y[b], count).float().mean())
+            for a, b in directions for y, count in labels]
+
+
+def _lp_accuracy(features: torch.Tensor, tokenizer=None, examples: int = LP_EXAMPLES, crossfit: bool = False) -> float:
+    """The mean of ``_lp_accuracies``: the lp read-out of these features."""
+    accuracies = _lp_accuracies(features, tokenizer, examples, crossfit)
     return sum(accuracies) / len(accuracies)
+
+
+def _lp_features(encoder: Encoder, tokenizer, precision: str, device: torch.device | None, examples: int) -> torch.Tensor:
+    """The student's pooled features of the lp glosses (on the encoder's own device by default)."""
+    from nas.finetune.run import pooled_features
+
+    data = _lp_data(tokenizer, examples)[0]
+    device = device if device is not None else next(encoder.parameters()).device
+    return pooled_features(encoder, data, LP_BATCH, precision, device)
 
 
 def lp_score(encoder: Encoder, tokenizer=None, precision: str = "fp32", device: torch.device | None = None,
              examples: int = LP_EXAMPLES, crossfit: bool = False) -> float:
     """The mean accuracy of the supersense and part-of-speech heads on the student's pooled features,
     fit on ``examples`` glosses and read on as many more (with ``crossfit``, also the other way round)."""
-    from nas.finetune.run import pooled_features
-
-    data = _lp_data(tokenizer, examples)[0]
-    device = device if device is not None else next(encoder.parameters()).device
-    return _lp_accuracy(pooled_features(encoder, data, LP_BATCH, precision, device), tokenizer, examples, crossfit)
+    return _lp_accuracy(_lp_features(encoder, tokenizer, precision, device, examples), tokenizer, examples, crossfit)
 
 
 def lp_readings(encoder: Encoder, tokenizer=None, precision: str = "fp32", device: torch.device | None = None,
                 examples: int = LP_EXAMPLES) -> tuple[float, float]:
     """``lp_score`` and its cross-fitted reading (each half fits the heads that read the other), from
-    one pass over the glosses: the same student read two ways."""
-    from nas.finetune.run import pooled_features
-
-    data = _lp_data(tokenizer, examples)[0]
-    device = device if device is not None else next(encoder.parameters()).device
-    features = pooled_features(encoder, data, LP_BATCH, precision, device)
-    return _lp_accuracy(features, tokenizer, examples), _lp_accuracy(features, tokenizer, examples, crossfit=True)
+    one pass over the glosses and one fit per head and direction: the same student read two ways."""
+    accuracies = _lp_accuracies(_lp_features(encoder, tokenizer, precision, device, examples), tokenizer, examples, crossfit=True)
+    one_way = accuracies[: len(accuracies) // 2]  # the first direction's heads: lp_score's reading
+    return sum(one_way) / len(one_way), sum(accuracies) / len(accuracies)
 
 
 def lp_baseline(tokenizer=None, examples: int = LP_EXAMPLES, crossfit: bool = False) -> float:
