@@ -29,7 +29,8 @@ readout: what the lp read-out (``DistillConfig(score="lp")``) adds to a candidat
 640-step schedule, costs the same): each of
 ``--readout-genomes`` gets the run (one checkpoint, read by its cosine), then the lp read-out of the
 same student is timed, twice (the first includes loading and tokenising its glosses, once per
-process). Printed: the run's seconds, the read-out's, their ratio, and F's cost over D's.
+process), then cross-fitted (``lp_crossfit``, the default since session 16). Printed: the run's
+seconds, the read-out's, their ratio, and F's cost over D's.
 
 compile: torch.compile of the student for one default run (training time read at each checkpoint;
 the first includes the compilation): compile time against the time it saves at 1x and 10x budgets.
@@ -363,15 +364,16 @@ def readout_cost(args) -> dict:
             result = distill(arch, config)
             run_s = time.perf_counter() - began
             _, precision = config.resolved_hardware
-            timings = []
-            for _ in range(2):  # the first reads and tokenises the glosses; a search process pays that once
+            timings, values = [], []
+            for crossfit in (False, False, True):  # the first reads and tokenises the glosses; a search process pays that once
                 began = time.perf_counter()
-                value = lp_score(result.student, None, precision, examples=config.lp_examples)
+                values.append(lp_score(result.student, None, precision, examples=config.lp_examples, crossfit=crossfit))
                 timings.append(time.perf_counter() - began)
+            value = values[0]
             out[name][label] = {"run_s": run_s, "readout_first_s": timings[0], "readout_s": timings[1], "lp": value,
-                                "cosine": result.score}
-            print(f"  {Path(name).stem:<20} {label}: run {run_s:6.1f}s  lp read-out {timings[1]:5.1f}s (first {timings[0]:5.1f}s)  "
-                  f"+{timings[1] / run_s:.0%} on the run  lp {value:.4f}, cosine {result.score:.4f}", flush=True)
+                                "cosine": result.score, "readout_crossfit_s": timings[2]}
+            print(f"  {Path(name).stem:<20} {label}: run {run_s:6.1f}s  lp read-out {timings[1]:5.1f}s (first {timings[0]:5.1f}s, "
+                  f"cross-fitted {timings[2]:5.1f}s)  +{timings[1] / run_s:.0%} on the run  lp {value:.4f}, cosine {result.score:.4f}", flush=True)
         totals = [v["run_s"] + v["readout_s"] for v in out[name].values()]
         print(f"  {Path(name).stem:<20} a candidate costs {totals[-1] / totals[0]:.2f}x under F what it costs under D", flush=True)
     return out
